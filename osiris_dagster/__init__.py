@@ -1,0 +1,1 @@
+"""osiris-dagster: OML pipelines as Dagster assets, run locally or in E2B sandboxes."""
