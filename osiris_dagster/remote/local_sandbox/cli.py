@@ -1,0 +1,55 @@
+"""``osiris-dagster sandbox serve``: run the local E2B-compatible server until Ctrl-C.
+
+The main CLI attaches the group with ``cli.add_command(sandbox)``; until then use
+``python -m osiris_dagster.remote.local_sandbox.cli serve``.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+import click
+
+from .server import LocalSandboxServer
+
+
+@click.group()
+def sandbox() -> None:
+    """Local E2B-compatible sandbox server (development and CI; not a security boundary)."""
+
+
+@sandbox.command()
+@click.option("--port", type=int, default=0, show_default=True, help="TCP port; 0 picks a free one.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address; loopback only.")
+@click.option(
+    "--extra-path",
+    multiple=True,
+    type=click.Path(file_okay=False),
+    help="Directory prepended to PATH inside sandboxes (repeatable), e.g. a venv's bin.",
+)
+@click.option(
+    "--base-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where sandbox root directories are created (default: system temp dir).",
+)
+def serve(port: int, host: str, extra_path: tuple[str, ...], base_dir: str | None) -> None:
+    """Serve until Ctrl-C; prints the environment variables that point the e2b SDK here."""
+    try:
+        server = LocalSandboxServer(port=port, host=host, extra_path=list(extra_path), base_dir=base_dir)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--host") from exc
+    server.start()
+    for name, value in server.env().items():
+        click.echo(f"export {name}={shlex.quote(value)}")
+    click.echo(f"# local E2B sandbox server listening on {server.api_url} (Ctrl-C to stop)", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    sandbox()

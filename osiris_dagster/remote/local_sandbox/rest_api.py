@@ -1,0 +1,180 @@
+"""The subset of E2B's control-plane REST API the SDK uses for a sandbox's lifecycle.
+
+Shapes follow the SDK's generated client (``e2b/api/client/api/sandboxes/*.py`` and
+``models/*.py``): create answers 201 with the ``Sandbox`` model, connect 200 with the
+same model, kill/set-timeout 204, 404 ``{"code", "message"}`` for unknown ids
+(``SandboxApi._cls_kill`` turns 404 into ``False``, get_info/connect into
+``SandboxNotFoundException``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+from typing import Any
+
+from .http_exchange import Exchange
+from .sandbox import Sandbox, SandboxRegistry
+
+DEFAULT_TIMEOUT_S = 15  # E2B's server-side default when "timeout" is omitted
+MAX_TIMEOUT_S = 24 * 60 * 60
+
+_SANDBOX_ROUTE = re.compile(r"^/sandboxes/(?P<id>[^/]+)$")
+_TIMEOUT_ROUTE = re.compile(r"^/sandboxes/(?P<id>[^/]+)/timeout$")
+_CONNECT_ROUTE = re.compile(r"^/(?:v2/)?sandboxes/(?P<id>[^/]+)/connect$")
+_REFRESH_ROUTE = re.compile(r"^/sandboxes/(?P<id>[^/]+)/refreshes$")
+
+
+def is_rest_path(path: str) -> bool:
+    return path.startswith(("/sandboxes", "/v2/sandboxes"))
+
+
+def handle_rest(exchange: Exchange, registry: SandboxRegistry) -> None:
+    """Route one control-plane request (any ``X-API-KEY`` is accepted)."""
+    method, path = exchange.method, exchange.path
+    if method == "POST" and path in ("/sandboxes", "/v2/sandboxes"):
+        return _create(exchange, registry)
+    if method == "GET" and path in ("/sandboxes", "/v2/sandboxes"):
+        return _list(exchange, registry)
+    if method == "POST" and (m := _TIMEOUT_ROUTE.match(path)):
+        return _set_timeout(exchange, registry, m["id"])
+    if method == "POST" and (m := _CONNECT_ROUTE.match(path)):
+        return _connect(exchange, registry, m["id"])
+    if method == "POST" and (m := _REFRESH_ROUTE.match(path)):
+        return _refresh(exchange, registry, m["id"])
+    if method == "GET" and (m := _SANDBOX_ROUTE.match(path)):
+        return _get(exchange, registry, m["id"])
+    if method == "DELETE" and (m := _SANDBOX_ROUTE.match(path)):
+        exchange.drain()
+        if registry.kill(m["id"]):
+            return exchange.send(204)
+        return _not_found(exchange, m["id"])
+    exchange.drain()
+    exchange.send_api_error(404, f"{method} {path} is not implemented by the local sandbox server")
+
+
+def _json_body(exchange: Exchange) -> dict[str, Any]:
+    raw = exchange.body()
+    if not raw.strip():
+        return {}
+    parsed = json.loads(raw)
+    if not isinstance(parsed, dict):
+        raise ValueError("body must be a JSON object")
+    return parsed
+
+
+def _timeout(body: dict[str, Any], default: int = DEFAULT_TIMEOUT_S) -> int:
+    value = body.get("timeout", default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError("timeout must be a non-negative integer (seconds)")
+    return min(value, MAX_TIMEOUT_S)
+
+
+def _str_map(value: Any, name: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError(f"{name} must be an object of strings")
+    return dict(value)
+
+
+def _not_found(exchange: Exchange, sandbox_id: str) -> None:
+    exchange.send_api_error(404, f"sandbox {sandbox_id} not found")
+
+
+def _create(exchange: Exchange, registry: SandboxRegistry) -> None:
+    try:
+        body = _json_body(exchange)
+        template_id = body.get("templateID") or "base"
+        if not isinstance(template_id, str):
+            raise ValueError("templateID must be a string")
+        sandbox = registry.create(
+            template_id=template_id,
+            timeout_s=_timeout(body),
+            metadata=_str_map(body.get("metadata"), "metadata"),
+            env_vars=_str_map(body.get("envVars"), "envVars"),
+        )
+    except ValueError as exc:
+        return exchange.send_api_error(400, str(exc))
+    exchange.send_json(201, sandbox.created())
+
+
+def _connect(exchange: Exchange, registry: SandboxRegistry, sandbox_id: str) -> None:
+    try:
+        timeout_s = _timeout(_json_body(exchange))
+    except ValueError as exc:
+        return exchange.send_api_error(400, str(exc))
+    sandbox = registry.extend_timeout(sandbox_id, timeout_s)
+    if sandbox is None:
+        return _not_found(exchange, sandbox_id)
+    exchange.send_json(200, sandbox.created())
+
+
+def _set_timeout(exchange: Exchange, registry: SandboxRegistry, sandbox_id: str) -> None:
+    try:
+        timeout_s = _timeout(_json_body(exchange), default=-1)
+    except ValueError as exc:
+        return exchange.send_api_error(400, str(exc))
+    if timeout_s < 0:
+        return exchange.send_api_error(400, "timeout is required")
+    if not registry.set_timeout(sandbox_id, timeout_s):
+        return _not_found(exchange, sandbox_id)
+    exchange.send(204)
+
+
+def _refresh(exchange: Exchange, registry: SandboxRegistry, sandbox_id: str) -> None:
+    try:
+        duration = _json_body(exchange).get("duration", DEFAULT_TIMEOUT_S)
+    except ValueError as exc:
+        return exchange.send_api_error(400, str(exc))
+    if registry.extend_timeout(sandbox_id, float(duration)) is None:
+        return _not_found(exchange, sandbox_id)
+    exchange.send(204)
+
+
+def _get(exchange: Exchange, registry: SandboxRegistry, sandbox_id: str) -> None:
+    exchange.drain()
+    sandbox = registry.get(sandbox_id)
+    if sandbox is None:
+        return _not_found(exchange, sandbox_id)
+    exchange.send_json(200, sandbox.detail())
+
+
+def _metadata_filter(raw: str | None) -> dict[str, str]:
+    """Decode the SDK's metadata query (``sandbox_sync/paginator.py``).
+
+    The SDK percent-quotes each key and value, urlencodes the pairs into one string
+    and sends that as the ``metadata`` parameter, so it is decoded twice.
+    """
+    if not raw:
+        return {}
+    return {
+        urllib.parse.unquote(k): urllib.parse.unquote(v)
+        for k, v in urllib.parse.parse_qsl(raw, keep_blank_values=True)
+    }
+
+
+def _matches(sandbox: Sandbox, wanted: dict[str, str], states: set[str], template: str | None) -> bool:
+    if any(sandbox.metadata.get(k) != v for k, v in wanted.items()):
+        return False
+    if states and "running" not in states:
+        return False  # local sandboxes are never paused
+    return template is None or template in (sandbox.template_id,)
+
+
+def _list(exchange: Exchange, registry: SandboxRegistry) -> None:
+    exchange.drain()
+    wanted = _metadata_filter(exchange.query_value("metadata"))
+    states = {s for s in (exchange.query_value("state") or "").split(",") if s}
+    template = exchange.query_value("template")
+    sandboxes = sorted(registry.list(), key=lambda s: s.started_at)
+    if (exchange.query_value("order") or "").lower() == "desc":
+        sandboxes.reverse()
+    result = [s.detail() for s in sandboxes if _matches(s, wanted, states, template)]
+    limit = exchange.query_value("limit")
+    if limit and limit.isdigit() and int(limit) > 0:
+        result = result[: int(limit)]  # single page: no x-next-token header
+    exchange.send_json(200, result)

@@ -1,0 +1,288 @@
+"""The HTTP server: one loopback port serving both E2B's REST API and envd.
+
+The SDK is pointed at it with ``api_url`` (control plane) and ``sandbox_url`` (envd);
+both are this server. envd requests carry ``E2b-Sandbox-Id`` (set by the SDK when
+``sandbox_url`` is used, ``e2b/sandbox_sync/main.py``), which selects the sandbox.
+
+stdlib ``ThreadingHTTPServer`` (one thread per connection) is enough and adds no
+dependency; the details that make it fast and correct with the SDK's pyqwest
+client are: HTTP/1.1 keep-alive, ``TCP_NODELAY`` (otherwise Nagle + delayed ACK add
+~40 ms per call), a listen backlog of 512 (30 parallel command streams overflow the
+default 5), and chunked request bodies (see ``http_exchange``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from . import envd_filesystem, envd_process
+from .connect_protocol import ConnectError, end_of_stream, parse_json_message
+from .envd_files import handle_files
+from .http_exchange import BadRequest, Exchange
+from .rest_api import handle_rest, is_rest_path
+from .sandbox import Sandbox, SandboxRegistry
+
+log = logging.getLogger(__name__)
+
+LOCAL_API_KEY = "e2b_local_sandbox"
+_CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+
+
+def check_loopback_host(host: str) -> str:
+    """Return the IPv4 loopback address to bind, refusing anything else.
+
+    The server runs arbitrary commands for whoever reaches it, without auth: it must
+    never listen on a reachable interface.
+    """
+    if host == "localhost":
+        return "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError as exc:
+        raise ValueError(f"refusing to bind {host!r}: the local sandbox server binds 127.0.0.1 only") from exc
+    if not (address.version == 4 and address.is_loopback):
+        raise ValueError(f"refusing to bind {host!r}: the local sandbox server binds IPv4 loopback only")
+    return host
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    request_queue_size = 512
+
+    def __init__(self, address: tuple[str, int], registry: SandboxRegistry) -> None:
+        self.registry = registry
+        super().__init__(address, _RequestHandler)
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "osiris-local-e2b/1"
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s - %s", self.address_string(), format % args)
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_GET
+
+    def _dispatch(self) -> None:
+        exchange = Exchange(self)
+        try:
+            _route(exchange, self.server.registry)
+        except _CLIENT_GONE:
+            self.close_connection = True
+        except BadRequest as exc:
+            if not exchange.response_started:
+                exchange.send_api_error(400, str(exc))
+            self.close_connection = True
+        except Exception:
+            log.exception("local sandbox server: unhandled error for %s %s", exchange.method, exchange.path)
+            if not exchange.response_started:
+                try:
+                    exchange.drain()
+                except Exception:
+                    self.close_connection = True
+                exchange.send_api_error(500, "internal error in the local sandbox server")
+            else:
+                self.close_connection = True
+
+
+def _route(exchange: Exchange, registry: SandboxRegistry) -> None:
+    path = exchange.path
+    if is_rest_path(path):
+        return handle_rest(exchange, registry)
+
+    sandbox_id = exchange.headers.get("E2b-Sandbox-Id")
+    sandbox = registry.get(sandbox_id) if sandbox_id else None
+    if sandbox is None:
+        exchange.drain()
+        # What E2B's edge proxy answers for a dead sandbox: a plain 502 whose message
+        # contains "was not found" (e2b/exceptions.py SANDBOX_NOT_FOUND_MESSAGE), which
+        # the SDK maps to SandboxNotRunningException / is_running() == False.
+        return exchange.send_json(
+            502,
+            {"code": 502, "message": f"The sandbox {sandbox_id} was not found", "sandboxId": sandbox_id},
+        )
+
+    if path == "/health":
+        exchange.drain()
+        return exchange.send(204)
+    if path == "/files":
+        return handle_files(exchange, sandbox)
+    service, _, method = path.lstrip("/").partition("/")
+    if exchange.method == "POST" and service == envd_filesystem.SERVICE and method in envd_filesystem.METHODS:
+        return _unary(exchange, sandbox, envd_filesystem.METHODS[method])
+    if exchange.method == "POST" and service == envd_process.SERVICE:
+        if method in envd_process.UNARY_METHODS:
+            return _unary(exchange, sandbox, envd_process.UNARY_METHODS[method])
+        if method in ("Start", "Connect"):
+            return _process_stream(exchange, sandbox, method)
+    exchange.drain()
+    exchange.send_json(404, {"code": "unimplemented", "message": f"{exchange.method} {path} is not implemented"})
+
+
+def _unary(exchange: Exchange, sandbox: Sandbox, method: Any) -> None:
+    try:
+        request = parse_json_message(exchange.body())
+        response = method(sandbox, request)
+    except ConnectError as exc:
+        return exchange.send_json(exc.http_status, exc.to_json())
+    except OSError as exc:
+        error = ConnectError("internal", f"{exc.strerror or exc}")
+        return exchange.send_json(error.http_status, error.to_json())
+    exchange.send_json(200, response)
+
+
+def _process_stream(exchange: Exchange, sandbox: Sandbox, method: str) -> None:
+    from .connect_protocol import decode_envelopes
+
+    try:
+        messages = decode_envelopes(exchange.body())
+        request = messages[0] if messages else {}
+        timeout_ms = envd_process.parse_timeout_ms(exchange.headers.get("Connect-Timeout-Ms"))
+        keepalive_s = envd_process.parse_keepalive_s(exchange.headers.get("Keepalive-Ping-Interval"))
+        if method == "Start":
+            process = envd_process.start(sandbox, request)
+        else:
+            selector = request.get("process")
+            if not isinstance(selector, dict):
+                raise ConnectError("invalid_argument", "process selector is required")
+            process = sandbox.find_process(selector)
+    except ConnectError as exc:
+        # Streaming errors travel in the end-of-stream envelope with HTTP 200.
+        exchange.start_chunked(200, "application/connect+json")
+        exchange.write_chunk(end_of_stream(exc))
+        exchange.end_chunked()
+        return
+    events = process.subscribe()
+    if method == "Start":
+        process.start_io()
+    envd_process.stream_events(
+        exchange,
+        process,
+        events,
+        timeout_ms=timeout_ms,
+        keepalive_s=keepalive_s,
+        kill_on_deadline=method == "Start",
+    )
+
+
+class LocalSandboxServer:
+    """An E2B-compatible sandbox server on 127.0.0.1, run in a background thread.
+
+    Usage::
+
+        with LocalSandboxServer(port=0) as server:
+            sbx = Sandbox.create(**server.sdk_kwargs())
+
+    ``port=0`` picks a free port, so several servers can run side by side.
+    """
+
+    def __init__(
+        self,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        *,
+        base_dir: str | os.PathLike[str] | None = None,
+        extra_path: list[str] | None = None,
+    ) -> None:
+        """``base_dir``: where sandbox roots are created (default: the system temp dir).
+
+        ``extra_path``: directories prepended to the sandbox PATH, e.g. the directory of
+        the Python interpreter jobs should use.
+        """
+        self._host = check_loopback_host(host)
+        self._requested_port = port
+        self._base_dir = Path(base_dir) if base_dir is not None else None
+        self._extra_path = list(extra_path or [])
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.registry: SandboxRegistry | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self) -> LocalSandboxServer:
+        if self._httpd is not None:
+            return self
+        self.registry = SandboxRegistry(base_dir=self._base_dir, extra_path=self._extra_path)
+        self._httpd = _HTTPServer((self._host, self._requested_port), self.registry)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="local-e2b-server", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread (the CLI); Ctrl-C stops it."""
+        self.start()
+        assert self._thread is not None
+        try:
+            while self._thread.is_alive():
+                self._thread.join(timeout=0.5)
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop accepting, kill every sandbox (and its processes), remove the roots."""
+        if self._httpd is None:
+            return
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self.registry is not None:
+            self.registry.close()
+        self._httpd = None
+
+    def __enter__(self) -> LocalSandboxServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- how to reach it -------------------------------------------------------
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise RuntimeError("server is not running")
+        return int(self._httpd.server_address[1])
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def sandbox_url(self) -> str:
+        return self.api_url
+
+    @property
+    def api_key(self) -> str:
+        return LOCAL_API_KEY
+
+    def sdk_kwargs(self) -> dict[str, str]:
+        """Keyword arguments for ``Sandbox.create/connect/list`` (sync and async).
+
+        ``api_url`` and ``sandbox_url`` are what the SDK offers for this (marked
+        deprecated-for-next-major in e2b/connection_config.py ``ApiParams``); without
+        ``sandbox_url`` it would dial ``https://49983-<id>.e2b.app``.
+        """
+        return {"api_key": self.api_key, "api_url": self.api_url, "sandbox_url": self.sandbox_url}
+
+    def env(self) -> dict[str, str]:
+        """The same as environment variables, for a subprocess or ``os.environ``."""
+        return {"E2B_API_KEY": self.api_key, "E2B_API_URL": self.api_url, "E2B_SANDBOX_URL": self.sandbox_url}
