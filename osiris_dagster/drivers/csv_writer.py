@@ -1,0 +1,137 @@
+"""Streaming Arrow record batches into a CSV file that appears atomically.
+
+The file is written to a uniquely named temp file beside the target and moved over it with
+``os.replace`` only once every batch is written, so a reader (or a retried run) never sees a
+partial CSV, and a failure leaves neither the target nor the temp file behind.  Memory stays at
+one batch (sliced to at most ``_MAX_SLICE_BYTES`` of Arrow data) whatever the table size.
+
+UTF-8 output is written straight from the formatted Arrow buffer; any other encoding goes
+through Python's incremental encoder per batch (slower, still no per-row Python), and a value
+the encoding cannot represent is a ``CsvEncodingError`` naming the column.
+
+Deliberately not here: the value rules (``csv_format``), where batches come from, fsync
+(durability against power loss is not promised; atomicity against failures is).
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import os
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from osiris_dagster.drivers.csv_format import (
+    CsvOptions,
+    format_column,
+    format_header,
+    format_rows,
+    rows_as_bytes,
+)
+
+__all__ = ["CsvEncodingError", "CsvOptions", "CsvWriteResult", "write_csv"]
+
+# Bounds both memory and the 2 GiB limit of a 32-bit-offset string array holding a batch's text.
+_MAX_SLICE_BYTES = 64 * 1024 * 1024
+_WRITE_BUFFER = 1024 * 1024
+
+
+class CsvEncodingError(ValueError):
+    """A value cannot be represented in the file's encoding."""
+
+
+@dataclass(frozen=True)
+class CsvWriteResult:
+    path: Path
+    rows: int
+    bytes: int
+
+
+def write_csv(
+    batches: Iterable[pa.RecordBatch], schema: pa.Schema, target: Path, options: CsvOptions
+) -> CsvWriteResult:
+    """Write ``batches`` (columns in ``schema`` order) as CSV at ``target``, atomically."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    rows = 0
+    try:
+        # "xb": a fresh file with the process umask's permissions, never someone else's file.
+        with open(temp, "xb", buffering=_WRITE_BUFFER) as out:
+            encode = _encoder(options.encoding)
+            if options.header:
+                out.write(encode(format_header(schema.names, options), None))
+            for batch in batches:
+                if batch.num_columns != len(schema):
+                    raise ValueError(
+                        f"batch has {batch.num_columns} columns, the schema {len(schema)}: {schema.names}"
+                    )
+                for piece in _slices(batch):
+                    text = format_rows(piece, options)
+                    if encode is _utf8:
+                        out.write(rows_as_bytes(text))
+                    else:
+                        out.write(_encode_rows(text, piece, schema, options, encode))
+                    rows += piece.num_rows
+            if encode is not _utf8:
+                out.write(encode("", True))  # let a stateful encoder flush what it holds
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+        raise
+    return CsvWriteResult(path=target, rows=rows, bytes=target.stat().st_size)
+
+
+def _slices(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
+    if batch.num_rows == 0:
+        return
+    size = batch.nbytes
+    if size <= _MAX_SLICE_BYTES:
+        yield batch
+        return
+    step = max(1, batch.num_rows * _MAX_SLICE_BYTES // size)
+    for start in range(0, batch.num_rows, step):
+        yield batch.slice(start, step)
+
+
+def _utf8(text: str, final: bool | None) -> bytes:
+    return text.encode("utf-8")
+
+
+_Encode = Callable[[str, bool | None], bytes]
+
+
+def _encoder(encoding: str) -> _Encode:
+    if codecs.lookup(encoding).name == "utf-8":
+        return _utf8
+    # Incremental: a BOM-writing codec (utf-8-sig, utf-16) emits its BOM once, not per batch.
+    incremental = codecs.getincrementalencoder(encoding)(errors="strict")
+    return lambda text, final: incremental.encode(text, bool(final))
+
+
+def _encode_rows(
+    text: pa.StringArray, piece: pa.RecordBatch, schema: pa.Schema, options: CsvOptions, encode: _Encode
+) -> bytes:
+    try:
+        return encode(bytes(rows_as_bytes(text)).decode("utf-8"), False)
+    except UnicodeEncodeError:
+        pass
+    # Find the culprit column for an actionable message (only on the failure path).
+    for name, column in zip(schema.names, piece.columns, strict=True):
+        for value in format_column(column, options).to_pylist():
+            if value is None:
+                continue
+            try:
+                value.encode(options.encoding)
+            except UnicodeEncodeError as exc:
+                bad = value[exc.start:exc.end]
+                raise CsvEncodingError(
+                    f"column {name!r}: value {value[:40]!r} has {bad!r}, "
+                    f"which {options.encoding} cannot encode"
+                ) from None
+    raise CsvEncodingError(f"the CSV text cannot be encoded as {options.encoding}")
