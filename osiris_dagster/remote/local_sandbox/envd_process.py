@@ -31,7 +31,12 @@ from .sandbox_process import SandboxProcess
 
 SERVICE = "process.Process"
 DEFAULT_KEEPALIVE_S = 50.0
-_SIGNALS = {"SIGNAL_SIGKILL": signal.SIGKILL, "SIGNAL_SIGTERM": signal.SIGTERM, 9: signal.SIGKILL, 15: signal.SIGTERM}
+_SIGNALS = {
+    "SIGNAL_SIGKILL": signal.SIGKILL,
+    "SIGNAL_SIGTERM": signal.SIGTERM,
+    9: signal.SIGKILL,
+    15: signal.SIGTERM,
+}
 _CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 
 
@@ -134,8 +139,12 @@ def stream_events(
                 if remaining <= 0:
                     if kill_on_deadline:
                         process.kill()
-                    error = ConnectError("deadline_exceeded", "the command timed out and was killed"
-                                         if kill_on_deadline else "the stream timed out")
+                    error = ConnectError(
+                        "deadline_exceeded",
+                        "the command timed out and was killed"
+                        if kill_on_deadline
+                        else "the stream timed out",
+                    )
                     exchange.write_chunk(end_of_stream(error))
                     break
                 wait_s = min(wait_s, remaining)

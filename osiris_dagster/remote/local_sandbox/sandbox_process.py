@@ -8,6 +8,7 @@ queues of whichever streams are attached at that moment; streams come and go.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -118,10 +119,8 @@ class SandboxProcess:
             reader.join(timeout=PIPE_DRAIN_GRACE_S)
         for pipe in (self._popen.stdout, self._popen.stderr, self._popen.stdin):
             if pipe is not None:
-                try:
+                with contextlib.suppress(OSError):
                     pipe.close()
-                except OSError:
-                    pass
         end = _end_event(returncode)
         with self._lock:
             self._end_event = end
@@ -136,10 +135,8 @@ class SandboxProcess:
 
     def send_signal(self, signum: int) -> None:
         """Signal the whole process group (bash and whatever it started)."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signum)
-        except ProcessLookupError:
-            pass
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
@@ -163,10 +160,8 @@ class SandboxProcess:
             self._stdin_open = False
         if stdin is None:
             return False
-        try:
+        with contextlib.suppress(OSError):
             stdin.close()
-        except OSError:
-            pass
         return True
 
     def info(self) -> dict[str, Any]:

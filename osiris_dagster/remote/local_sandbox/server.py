@@ -134,7 +134,9 @@ def _route(exchange: Exchange, registry: SandboxRegistry) -> None:
         if method in ("Start", "Connect"):
             return _process_stream(exchange, sandbox, method)
     exchange.drain()
-    exchange.send_json(404, {"code": "unimplemented", "message": f"{exchange.method} {path} is not implemented"})
+    exchange.send_json(
+        404, {"code": "unimplemented", "message": f"{exchange.method} {path} is not implemented"}
+    )
 
 
 def _unary(exchange: Exchange, sandbox: Sandbox, method: Any) -> None:
@@ -222,7 +224,10 @@ class LocalSandboxServer:
         self.registry = SandboxRegistry(base_dir=self._base_dir, extra_path=self._extra_path)
         self._httpd = _HTTPServer((self._host, self._requested_port), self.registry)
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="local-e2b-server", daemon=True
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="local-e2b-server",
+            daemon=True,
         )
         self._thread.start()
         return self
