@@ -88,9 +88,7 @@ def format_rows(batch: pa.RecordBatch, options: CsvOptions) -> pa.StringArray:
     columns[-1] = pc.binary_join_element_wise(
         columns[-1], options.line_terminator, "", null_handling="replace", null_replacement=""
     )
-    return pc.binary_join_element_wise(
-        *columns, options.delimiter, null_handling="replace", null_replacement=""
-    )
+    return pc.binary_join_element_wise(*columns, options.delimiter, null_handling="replace", null_replacement="")
 
 
 def rows_as_bytes(rows: pa.StringArray) -> memoryview:
@@ -216,8 +214,7 @@ def _format_duration(array: pa.Array) -> pa.Array:
         return pc.utf8_lpad(values.cast(pa.string()), 2, "0")
 
     sign = pc.if_else(pc.less(micros, 0), "-", "")
-    text = pc.binary_join_element_wise(sign, two_digits(hours), ":", two_digits(minutes), ":",
-                                       two_digits(secs), "")
+    text = pc.binary_join_element_wise(sign, two_digits(hours), ":", two_digits(minutes), ":", two_digits(secs), "")
     has_fraction = pc.not_equal(fraction, 0)
     if pc.any(has_fraction).as_py():
         dot_fraction = pc.binary_join_element_wise(".", pc.utf8_lpad(fraction.cast(pa.string()), 6, "0"), "")

@@ -67,9 +67,7 @@ def write_csv(
                 out.write(encode(format_header(schema.names, options), None))
             for batch in batches:
                 if batch.num_columns != len(schema):
-                    raise ValueError(
-                        f"batch has {batch.num_columns} columns, the schema {len(schema)}: {schema.names}"
-                    )
+                    raise ValueError(f"batch has {batch.num_columns} columns, the schema {len(schema)}: {schema.names}")
                 for piece in _slices(batch):
                     text = format_rows(piece, options)
                     if encode is _utf8:
@@ -129,9 +127,8 @@ def _encode_rows(
             try:
                 value.encode(options.encoding)
             except UnicodeEncodeError as exc:
-                bad = value[exc.start:exc.end]
+                bad = value[exc.start : exc.end]
                 raise CsvEncodingError(
-                    f"column {name!r}: value {value[:40]!r} has {bad!r}, "
-                    f"which {options.encoding} cannot encode"
+                    f"column {name!r}: value {value[:40]!r} has {bad!r}, which {options.encoding} cannot encode"
                 ) from None
     raise CsvEncodingError(f"the CSV text cannot be encoded as {options.encoding}")
