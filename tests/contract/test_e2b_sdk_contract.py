@@ -20,6 +20,7 @@ from e2b import (
     FileNotFoundException,
     Sandbox,
     SandboxException,
+    SandboxNotRunningException,
     SandboxQuery,
     TimeoutException,
 )
@@ -93,6 +94,14 @@ def test_short_create_timeout_expires(sdk: dict[str, str]) -> None:
     assert sbx.is_running() is False
     with pytest.raises(SandboxException, match="was not found"):
         sbx.commands.run("true")
+
+
+def test_expiry_during_a_command_raises_sandbox_not_running(sdk: dict[str, str]) -> None:
+    sbx = Sandbox.create(timeout=1, **sdk)
+    started = time.monotonic()
+    with pytest.raises(SandboxNotRunningException, match="was not found"):
+        sbx.commands.run("sleep 10", timeout=0)
+    assert time.monotonic() - started < 3
 
 
 # -- files ------------------------------------------------------------------------
@@ -255,7 +264,12 @@ def test_env_isolation_from_host(sdk: dict[str, str], monkeypatch: pytest.Monkey
         env = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
         assert "OSIRIS_TEST_SECRET" not in env
         assert "do-not-leak" not in out
-        assert (env["FROM_CREATE"], env["FROM_CMD"], env["USER"], env["LOGNAME"]) == ("1", "2", "user", "user")
+        assert (env["FROM_CREATE"], env["FROM_CMD"], env["USER"], env["LOGNAME"]) == (
+            "1",
+            "2",
+            "user",
+            "user",
+        )
         assert env["HOME"].endswith("/home/user")
         bash_added = {"PWD", "SHLVL", "_", "OLDPWD"}
         assert set(env) - bash_added == {"PATH", "HOME", "USER", "LOGNAME", "FROM_CREATE", "FROM_CMD"}
@@ -348,7 +362,9 @@ def test_two_servers_side_by_side(server: LocalSandboxServer) -> None:
         try:
             assert sbx.commands.run("echo other").stdout == "other\n"
             # the first server does not know the second one's sandbox
-            assert Sandbox.list(query=SandboxQuery(metadata={}), **server.sdk_kwargs()).next_items() is not None
+            assert (
+                Sandbox.list(query=SandboxQuery(metadata={}), **server.sdk_kwargs()).next_items() is not None
+            )
             with pytest.raises(SandboxException):
                 Sandbox.connect(sbx.sandbox_id, **server.sdk_kwargs())
         finally:

@@ -161,9 +161,17 @@ def stream_events(
                     batch.append(events.get_nowait())
                 except queue.Empty:
                     break
-            ended = any("end" in e for e in batch)
+            gone = next((e["sandboxGone"] for e in batch if "sandboxGone" in e), None)
+            if gone is not None:
+                # Killed/expired sandbox: end like E2B does when the sandbox vanishes.
+                # "was not found" makes the SDK raise SandboxNotRunningException
+                # (e2b/exceptions.py format_sandbox_unavailable_exception).
+                batch = [e for e in batch if "sandboxGone" not in e]
+            ended = gone is not None or any("end" in e for e in batch)
             payload = b"".join(encode_envelope({"event": e}) for e in batch)
-            if ended:
+            if gone is not None:
+                payload += end_of_stream(ConnectError("unavailable", gone))
+            elif ended:
                 payload += end_of_stream()
             exchange.write_chunk(payload)
             if ended:

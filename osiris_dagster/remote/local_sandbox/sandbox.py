@@ -165,7 +165,7 @@ class Sandbox:
             self.alive = False
             processes = list(self._processes.values())
         for process in processes:
-            process.kill()
+            process.kill_with_sandbox(f"The sandbox {self.sandbox_id} was not found")
         shutil.rmtree(self.root, ignore_errors=True)
 
     def detail(self) -> dict[str, Any]:

@@ -56,6 +56,9 @@ class SandboxProcess:
         self._end_event: Event | None = None
         self._on_exit = on_exit
         self._stdin_open = stdin
+        # Set when the owning sandbox is killed or expires: attached streams then end
+        # the way E2B's proxy reports a vanished sandbox instead of with an exit code.
+        self.sandbox_gone_message: str | None = None
         # start_new_session: the command and everything it spawns share one process
         # group, so kill/expiry can take down grandchildren too (killpg).
         self._popen = subprocess.Popen(
@@ -122,6 +125,8 @@ class SandboxProcess:
                 with contextlib.suppress(OSError):
                     pipe.close()
         end = _end_event(returncode)
+        if self.sandbox_gone_message is not None:
+            end = {"sandboxGone": self.sandbox_gone_message}
         with self._lock:
             self._end_event = end
             subscribers, self._subscribers = self._subscribers, []
@@ -140,6 +145,10 @@ class SandboxProcess:
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
+
+    def kill_with_sandbox(self, message: str) -> None:
+        self.sandbox_gone_message = message
+        self.kill()
 
     def write_stdin(self, data: bytes) -> bool:
         """Write to stdin; False when stdin is not open (not requested or closed)."""
