@@ -1,0 +1,211 @@
+"""`osiris-dagster`: validate and run pipelines, run the demo, read session logs, serve sandboxes.
+
+Exit codes: 0 success; 1 the run failed; 2 bad input (the message names the file and field,
+and nothing was written).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from osiris_dagster.errors import InputError
+from osiris_dagster.project import ProjectLayout
+from osiris_dagster.secrets import mask_text
+
+EXIT_RUN_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+@click.group()
+@click.option(
+    "--project-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="OSIRIS_PROJECT_DIR",
+    help="Project folder (holding assets/ and resources/); default: the current directory.",
+)
+@click.pass_context
+def cli(ctx: click.Context, project_dir: Path | None) -> None:
+    """OML pipelines as Dagster assets, run locally or in E2B sandboxes."""
+    ctx.obj = ProjectLayout.discover(project_dir)
+
+
+def _params(values: tuple[str, ...]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise InputError("--param", item, "expected NAME=VALUE")
+        params[name] = value
+    return params
+
+
+def _pipeline_path(project: ProjectLayout, pipeline: str) -> Path:
+    """A pipeline by path, or by name inside the project's assets/ folder."""
+    candidate = Path(pipeline)
+    if candidate.suffix in {".yaml", ".yml"} or candidate.exists():
+        return candidate.resolve() if candidate.exists() else candidate
+    for path in project.pipeline_files():
+        if path.stem == pipeline or path.stem == pipeline.replace("-", "_"):
+            return path
+    return project.assets_dir / f"{pipeline}.yaml"
+
+
+def _fail_input(error: InputError) -> None:
+    click.echo(f"error: {mask_text(str(error))}", err=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+@cli.command()
+@click.argument("pipeline")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Set ${params.NAME} (repeatable).")
+@click.pass_obj
+def validate(project: ProjectLayout, pipeline: str, params: tuple[str, ...]) -> None:
+    """Check a pipeline, its connections and their environment variables; exit 0 or 2."""
+    from osiris_dagster.local_run import validate_pipeline
+
+    try:
+        spec = validate_pipeline(project, _pipeline_path(project, pipeline), _params(params))
+    except InputError as error:
+        _fail_input(error)
+    click.echo(f"ok: {spec.file}: pipeline '{spec.name}', {len(spec.steps)} steps")
+
+
+@cli.command()
+@click.argument("pipeline")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Set ${params.NAME} (repeatable).")
+@click.pass_obj
+def run(project: ProjectLayout, pipeline: str, params: tuple[str, ...]) -> None:
+    """Materialize a pipeline's assets locally through Dagster and print a summary."""
+    _run_and_report(project, _pipeline_path(project, pipeline), params)
+
+
+def _run_and_report(project: ProjectLayout, path: Path, params: tuple[str, ...]) -> None:
+    from osiris_dagster.local_run import run_pipeline
+
+    try:
+        outcome = run_pipeline(project, path, _params(params))
+    except InputError as error:
+        _fail_input(error)
+    _print_summary(project, outcome.session_dir)
+    sys.exit(0 if outcome.ok else EXIT_RUN_FAILED)
+
+
+def _print_summary(project: ProjectLayout, session_dir: Path) -> None:
+    from osiris_dagster.session.reader import SessionRecord
+
+    record = SessionRecord.read(session_dir)
+    status = record.status or {}
+    ok = status.get("ok", False)
+    click.echo(f"{'✓' if ok else '✗'} pipeline {status.get('pipeline', '?')}: {'succeeded' if ok else 'FAILED'}")
+    click.echo(f"  steps:        {status.get('steps_completed', 0)}/{status.get('steps_total', 0)} completed")
+    click.echo(f"  rows_read:    {int(record.metric_total('rows_read'))}")
+    click.echo(f"  rows_written: {int(record.metric_total('rows_written'))}")
+    outputs = [e["path"] for e in record.events if e["event"] == "artifact_created" and e["artifact_type"] == "output"]
+    for output in outputs:
+        click.echo(f"  wrote:        {output}")
+    if not ok and status.get("reason"):
+        click.echo(f"  error:        {status['reason']}")
+    click.echo(f"  session:      {project.relative(session_dir)}")
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def demo(ctx: click.Context) -> None:
+    """Run the movie demo (SQLite, embedded) end to end: `osiris-dagster demo`."""
+    if ctx.invoked_subcommand is None:
+        project: ProjectLayout = ctx.obj
+        _run_and_report(project, project.assets_dir / "movies_to_csv.yaml", ())
+
+
+@demo.command("load-mysql")
+@click.option(
+    "--url",
+    default="mysql+pymysql://root@127.0.0.1:3306/osiris_movies",
+    show_default=True,
+    help="SQLAlchemy URL of the MySQL/MariaDB database to (re)create the demo tables in.",
+)
+def demo_load_mysql(url: str) -> None:
+    """Load the demo movie tables into a MySQL / MariaDB database (created if missing)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from osiris_dagster.demo.movies import load_demo_data
+
+    target = make_url(url)
+    if target.database:
+        server = create_engine(target.set(database=""))
+        with server.begin() as connection:
+            connection.execute(text(f"CREATE DATABASE IF NOT EXISTS `{target.database}` CHARACTER SET utf8mb4"))
+        server.dispose()
+    counts = load_demo_data(target)
+    click.echo(f"loaded into {target.render_as_string(hide_password=True)}: {json.dumps(counts)}")
+
+
+@cli.group()
+def logs() -> None:
+    """Read session directories under logs/."""
+
+
+@logs.command("list")
+@click.pass_obj
+def logs_list(project: ProjectLayout) -> None:
+    """One line per session: run id, pipeline, outcome."""
+    from osiris_dagster.session.reader import SessionRecord
+
+    if not project.logs_dir.is_dir():
+        return
+    for directory in sorted(project.logs_dir.glob("run_*"), key=lambda p: p.stat().st_mtime):
+        status = SessionRecord.read(directory).status or {}
+        outcome = "ok" if status.get("ok") else ("failed" if status else "running?")
+        click.echo(f"{directory.name}\t{status.get('pipeline', '?')}\t{outcome}\t{status.get('sandbox_id', '')}")
+
+
+@logs.command("show")
+@click.argument("run")
+@click.pass_obj
+def logs_show(project: ProjectLayout, run: str) -> None:
+    """Show a session: status, events and metrics (RUN: run id, unique prefix, or `last`)."""
+    from osiris_dagster.session.reader import SessionRecord, find_session
+
+    directory = find_session(project.logs_dir, run)
+    if directory is None:
+        _fail_input(InputError(str(project.logs_dir), run, "no such session (or the prefix is ambiguous)"))
+        return
+    record = SessionRecord.read(directory)
+    _print_summary(project, directory)
+    click.echo("\nevents:")
+    for event in record.events:
+        fields = {k: v for k, v in event.items() if k not in {"ts", "session", "event"}}
+        click.echo(f"  {event['ts']}  {event['event']:<28} {json.dumps(fields, ensure_ascii=False)}")
+    click.echo("\nmetrics:")
+    for metric in record.metrics:
+        step = f" [{metric['step_id']}]" if "step_id" in metric else ""
+        click.echo(f"  {metric['metric']:<22} {metric['value']:>12} {metric['unit']}{step}")
+    files = record.artifact_files()
+    if files:
+        click.echo("\nartifacts:")
+        for name in files:
+            click.echo(f"  artifacts/{name}")
+
+
+def _add_optional_groups() -> None:
+    """Command groups that live beside their feature (the sandbox server, the launcher)."""
+    from osiris_dagster.remote.local_sandbox.cli import sandbox
+
+    cli.add_command(sandbox)
+
+
+_add_optional_groups()
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""The built-in OML components: SQL extractors and the CSV writer.
+
+`mysql.extractor` and `sql.extractor` share one driver: MySQL/MariaDB URLs take the fast
+columnar path inside `drivers.sql_extract`, any other SQLAlchemy URL the generic streaming path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy.engine import URL
+
+from osiris_dagster.components.registry import ComponentType
+from osiris_dagster.demo.movies import ensure_demo_database
+from osiris_dagster.drivers.csv_writer import CsvOptions, write_csv
+from osiris_dagster.drivers.sql_extract import ExtractedTable, extract_to_staging, iter_staged_batches
+from osiris_dagster.drivers.step_run import StepRun, WrittenTarget
+
+_EXTRACT_CONFIG: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "connection": {"type": "string"},
+        "query": {"type": "string", "minLength": 1},
+        "table": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$"},
+        "batch_rows": {"type": "integer", "minimum": 1, "maximum": 10_000_000},
+    },
+    "oneOf": [{"required": ["query"]}, {"required": ["table"]}],
+}
+
+_CSV_CONFIG: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["path"],
+    "properties": {
+        "path": {"type": "string", "minLength": 1},
+        "delimiter": {"type": "string", "minLength": 1, "maxLength": 1},
+        "header": {"type": "boolean"},
+        "encoding": {"type": "string"},
+        "newline": {"enum": ["lf", "crlf"]},
+        "quoting": {"enum": ["minimal", "all"]},
+    },
+}
+
+
+def _table_query(url: URL, table: str) -> str:
+    preparer = url.get_dialect()().identifier_preparer
+    return "SELECT * FROM " + ".".join(preparer.quote(part) for part in table.split("."))
+
+
+def run_sql_extract(step: StepRun) -> ExtractedTable:
+    assert step.connection is not None  # the loader guarantees extractors have one
+    if step.connection.demo_database:
+        ensure_demo_database(step.project, step.connection.demo_database)
+    url = step.connection.sqlalchemy_url(step.project)
+    query = step.config.get("query") or _table_query(url, step.config["table"])
+    return extract_to_staging(url, query, step.staging_path, batch_rows=step.config.get("batch_rows", 100_000))
+
+
+def run_csv_writer(step: StepRun, inputs: Mapping[str, ExtractedTable]) -> WrittenTarget:
+    (table,) = inputs.values()
+    config = step.config
+    options = CsvOptions(
+        delimiter=config.get("delimiter", ","),
+        header=config.get("header", True),
+        encoding=config.get("encoding", "utf-8"),
+        newline=config.get("newline", "lf"),
+        quoting=config.get("quoting", "minimal"),
+    )
+    target = step.project.resolve(config["path"])
+    result = write_csv(iter_staged_batches(table.path), table.schema, target, options)
+    return WrittenTarget(
+        uri=step.project.relative(result.path),
+        rows_written=result.rows,
+        bytes=result.bytes,
+        path=result.path,
+        storage_kind="csv",
+    )
+
+
+def _source_kinds(config: Mapping[str, Any], family: str | None) -> frozenset[str]:
+    return frozenset({family or "sql"})
+
+
+SQL_EXTRACTOR = ComponentType(
+    name="sql.extractor",
+    mode="read",
+    description="Extract a query or table from any SQLAlchemy database (SQLite, MySQL, PostgreSQL, ...)",
+    config_schema=_EXTRACT_CONFIG,
+    connection_families=frozenset({"sql", "sqlite", "mysql", "postgres"}),
+    run=run_sql_extract,
+    kinds=_source_kinds,
+)
+
+MYSQL_EXTRACTOR = ComponentType(
+    name="mysql.extractor",
+    mode="read",
+    description="Extract a query or table from MySQL / MariaDB (columnar fast path)",
+    config_schema=_EXTRACT_CONFIG,
+    connection_families=frozenset({"mysql"}),
+    run=run_sql_extract,
+    kinds=_source_kinds,
+)
+
+CSV_WRITER = ComponentType(
+    name="filesystem.csv_writer",
+    mode="write",
+    description="Write the rows of one extracted table to a CSV file (atomic replace)",
+    config_schema=_CSV_CONFIG,
+    connection_families=frozenset(),
+    run=run_csv_writer,
+    kinds=lambda config, family: frozenset({"csv"}),
+)
+
+BUILTIN_COMPONENTS = (SQL_EXTRACTOR, MYSQL_EXTRACTOR, CSV_WRITER)

@@ -1,0 +1,186 @@
+"""The Dagster Component that turns one OML pipeline file into assets, checks and a job.
+
+Built the way dagster-sling and dagster-dlt turn YAML into assets: one `AssetSpec`-like asset per
+step, keyed `<pipeline>/<step>` (hyphens become underscores, Dagster's identifier rule), one
+group and one job per pipeline, `kinds` from the component and its connection family,
+`code_version` from a hash of the step's spec so the UI flags changed steps. Each write step
+carries a row-count check (rows written == rows extracted).
+
+What a step *does* lives in the drivers; this module only wires steps into Dagster.
+"""
+
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+
+from osiris_dagster.components.registry import ComponentType
+from osiris_dagster.components.resources import (
+    EXTRACTED_TABLE_IO_MANAGER_KEY,
+    WRITTEN_TARGET_IO_MANAGER_KEY,
+    OmlRunParams,
+)
+from osiris_dagster.components.step_execution import execute_step, staging_path
+from osiris_dagster.connections import load_profiles
+from osiris_dagster.drivers.sql_extract import ExtractedTable
+from osiris_dagster.drivers.step_run import StepRun, WrittenTarget
+from osiris_dagster.project import ProjectLayout
+from osiris_dagster.session.recording_executor import PIPELINE_TAG, STEP_ID_TAG, osiris_executor
+from osiris_dagster.session.session_log import SessionLog
+from osiris_dagster.spec.loader import check_step, connection_choice, load_pipeline
+from osiris_dagster.spec.model import Pipeline, Step, to_python_name
+from osiris_dagster.spec.params import effective_params
+
+ROW_COUNT_CHECK = "row_count_matches_extract"
+
+
+class OmlPipelineComponent(dg.Component, dg.Resolvable, dg.Model):
+    """One OML 0.1.0 pipeline file (`assets/<name>.yaml`) as Dagster assets and a job."""
+
+    pipeline_file: str
+    project_dir: str | None = None
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        project = ProjectLayout.discover(self.project_dir)
+        path = project.resolve(self.pipeline_file)
+        profiles = load_profiles(project.connections_file) if project.connections_file.exists() else None
+        pipeline = load_pipeline(path, connections=profiles)
+        params = effective_params(pipeline.params)
+        assets = [_step_asset(pipeline, step, project, params) for step in pipeline.steps]
+        job = dg.define_asset_job(
+            name=pipeline.python_name,
+            selection=dg.AssetSelection.groups(pipeline.python_name),
+            executor_def=osiris_executor,
+            tags={PIPELINE_TAG: pipeline.name},
+            description=pipeline.description or f"Pipeline {pipeline.name} ({project.relative(path)})",
+        )
+        return dg.Definitions(assets=assets, jobs=[job])
+
+
+def asset_key(pipeline: Pipeline, step_id: str) -> dg.AssetKey:
+    return dg.AssetKey([pipeline.python_name, to_python_name(step_id)])
+
+
+def _step_asset(pipeline: Pipeline, step: Step, project: ProjectLayout, params: dict[str, Any]) -> dg.AssetsDefinition:
+    component, config = check_step(pipeline, step, params)
+    family = None
+    if component.connection_families:
+        family, _ = connection_choice(
+            component, config, file=str(pipeline.file), field=f"{step.field_prefix}.config.connection", connections=None
+        )
+    common: dict[str, Any] = {
+        "key": asset_key(pipeline, step.id),
+        "group_name": pipeline.python_name,
+        "kinds": set(component.kinds(config, family)),
+        "code_version": _code_version(step),
+        "description": step.description or _describe(step, config),
+        "op_tags": {STEP_ID_TAG: step.id},
+        "metadata": {"osiris/step_id": step.id, "osiris/component": step.component},
+    }
+    if component.mode == "read":
+        return _read_asset(pipeline, step, project, common)
+    return _write_asset(pipeline, step, project, common)
+
+
+def _read_asset(pipeline: Pipeline, step: Step, project: ProjectLayout, common: dict[str, Any]) -> dg.AssetsDefinition:
+    common["metadata"]["osiris/staging_path"] = project.relative(staging_path(project, pipeline, step))
+
+    @dg.asset(io_manager_key=EXTRACTED_TABLE_IO_MANAGER_KEY, **common)
+    def extracted_table(context: dg.AssetExecutionContext, osiris_params: OmlRunParams) -> ExtractedTable:
+        def extract(run: StepRun, component: ComponentType) -> ExtractedTable:
+            table: ExtractedTable = component.run(run)  # type: ignore[call-arg]
+            run.session.metric("rows_read", table.rows, step_id=step.id)
+            run.session.metric("bytes_written", table.bytes, step_id=step.id)
+            return table
+
+        return execute_step(
+            context,
+            pipeline=pipeline,
+            step=step,
+            project=project,
+            params=osiris_params.values,
+            body=extract,
+            rows_of=lambda table: table.rows,
+        )
+
+    return extracted_table
+
+
+def _write_asset(pipeline: Pipeline, step: Step, project: ProjectLayout, common: dict[str, Any]) -> dg.AssetsDefinition:
+    inputs = {f"input_{i}": need for i, need in enumerate(step.needs)}
+    key = common["key"]
+
+    @dg.asset(
+        io_manager_key=WRITTEN_TARGET_IO_MANAGER_KEY,
+        ins={name: dg.AssetIn(key=asset_key(pipeline, need)) for name, need in inputs.items()},
+        check_specs=[
+            dg.AssetCheckSpec(
+                ROW_COUNT_CHECK, asset=key, description="Rows written equal rows extracted by the step(s) it needs"
+            )
+        ],
+        **common,
+    )
+    def written_asset(
+        context: dg.AssetExecutionContext, osiris_params: OmlRunParams, **tables: ExtractedTable
+    ) -> Iterator[dg.Output[WrittenTarget] | dg.AssetCheckResult]:
+        by_step = {inputs[name]: table for name, table in tables.items()}
+
+        def write(run: StepRun, component: ComponentType) -> WrittenTarget:
+            target: WrittenTarget = component.run(run, by_step)  # type: ignore[call-arg]
+            run.session.metric("rows_written", target.rows_written, step_id=step.id)
+            if target.bytes is not None:
+                run.session.metric("bytes_written", target.bytes, step_id=step.id)
+            if target.path is not None:
+                run.session.event(
+                    "artifact_created",
+                    step_id=step.id,
+                    artifact_type="output",
+                    path=target.uri,
+                    size_bytes=target.bytes or 0,
+                )
+            return target
+
+        target = execute_step(
+            context,
+            pipeline=pipeline,
+            step=step,
+            project=project,
+            params=osiris_params.values,
+            body=write,
+            rows_of=lambda written: written.rows_written,
+        )
+        expected = sum(table.rows for table in by_step.values())
+        passed = target.rows_written == expected
+        SessionLog(project.session_dir(context.run_id)).event(
+            "check_evaluated",
+            step_id=step.id,
+            check=ROW_COUNT_CHECK,
+            passed=passed,
+            expected=expected,
+            actual=target.rows_written,
+        )
+        yield dg.Output(target)
+        yield dg.AssetCheckResult(
+            check_name=ROW_COUNT_CHECK,
+            passed=passed,
+            metadata={"rows_extracted": expected, "rows_written": target.rows_written},
+        )
+
+    return written_asset
+
+
+def _code_version(step: Step) -> str:
+    spec = {"component": step.component, "mode": step.mode, "needs": list(step.needs), "config": step.config}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _describe(step: Step, config: dict[str, Any]) -> str:
+    if step.mode == "read":
+        source = config.get("table") or config.get("query")
+        return (
+            f"Extracted table: `{source}` from {config.get('connection', 'the default connection')} ({step.component})"
+        )
+    where = config.get("path") or config.get("table") or ""
+    return f"Written by {step.component}: {where} (from {', '.join(step.needs)})"

@@ -1,0 +1,82 @@
+"""Running a pipeline's job on this machine through Dagster, after refusing bad input up front.
+
+Everything a run needs from the user — the pipeline, its parameters, the connection profiles
+and the environment variables they reference — is checked *before* Dagster starts, so bad
+input exits 2 with nothing written (no session directory, no output, no run record).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from osiris_dagster.connections import load_profiles
+from osiris_dagster.project import PROJECT_DIR_ENV, ProjectLayout
+from osiris_dagster.spec.loader import check_step, connection_choice, load_pipeline
+from osiris_dagster.spec.model import Pipeline
+from osiris_dagster.spec.params import effective_params
+
+DEFINITIONS_MODULE = "osiris_dagster.definitions"
+
+
+@dataclass(frozen=True)
+class LocalRunOutcome:
+    run_id: str
+    ok: bool
+    session_dir: Path
+
+
+def validate_pipeline(project: ProjectLayout, path: Path, params: Mapping[str, Any] | None = None) -> Pipeline:
+    """Full validation, connections and their environment variables included (raises InputError)."""
+    profiles = load_profiles(project.connections_file)
+    pipeline = load_pipeline(path, params=params, connections=profiles)
+    values = effective_params(pipeline.params, params)
+    for step in pipeline.steps:
+        component, config = check_step(pipeline, step, values, profiles)
+        if component.connection_families:
+            family, alias = connection_choice(
+                component,
+                config,
+                file=str(path),
+                field=f"{step.field_prefix}.config.connection",
+                connections=profiles,
+            )
+            assert alias is not None
+            profiles.resolve(family, alias)
+    return pipeline
+
+
+def run_pipeline(project: ProjectLayout, path: Path, params: Mapping[str, Any] | None = None) -> LocalRunOutcome:
+    pipeline = validate_pipeline(project, path, params)
+    # Validate the other pipelines too: the code location loads them all, and a broken one must
+    # fail here with its own file named rather than inside Dagster.
+    for other in project.pipeline_files():
+        if other.resolve() != path.resolve():
+            load_pipeline(other, connections=load_profiles(project.connections_file))
+
+    from dagster import execute_job
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    os.environ[PROJECT_DIR_ENV] = str(project.root)
+    instance = _instance(project)
+    repository = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs", working_directory=str(project.root))
+    job = repository.get_reconstructable_job(pipeline.python_name)
+    run_config = {"resources": {"osiris_params": {"config": {"values": dict(params or {})}}}}
+    with instance:
+        result = execute_job(job, instance, run_config=run_config)
+        return LocalRunOutcome(run_id=result.run_id, ok=result.success, session_dir=project.session_dir(result.run_id))
+
+
+def _instance(project: ProjectLayout):  # type: ignore[no-untyped-def]
+    """`$DAGSTER_HOME` when set (shared with `dagster dev`), else a project-local home."""
+    from dagster import DagsterInstance
+
+    if os.environ.get("DAGSTER_HOME"):
+        return DagsterInstance.get()
+    home = project.state_dir / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").touch(exist_ok=True)
+    return DagsterInstance.from_config(str(home))

@@ -1,0 +1,142 @@
+"""The pipelines' executor: Dagster's own (in-process by default, multiprocess on request),
+wrapped so that every run writes its session directory's run-level records.
+
+Wrapping the executor, rather than hooking steps, is what makes the session directory appear
+for *every* run however it was started — `dagster job execute`, the UI, the daemon, the CLI,
+or `dagster api execute_run` inside a sandbox — and lets the run's end be recorded even when a
+step failed and the rest were skipped. Step-level records are written by the steps themselves
+(`components.step_execution`).
+
+Default mode is in-process: Dagster's multiprocess executor spawns a Python process per step
+(~12 s for 11 trivial steps on a 2-core machine, against ~2 s in-process). Switch with run
+config `execution: {config: {multiprocess: {max_concurrent: 4}}}`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import dagster as dg
+from dagster._core.definitions.executor_definition import (
+    IN_PROC_CONFIG,
+    MULTI_PROC_CONFIG,
+    multi_or_in_process_executor,
+    multiple_process_executor_requirements,
+)
+from dagster._core.events import DagsterEvent, DagsterEventType
+from dagster._core.execution.retries import RetryMode
+
+from osiris_dagster.project import ProjectLayout
+from osiris_dagster.secrets import mask_text
+from osiris_dagster.session.session_log import SessionLog
+
+PIPELINE_TAG = "osiris/pipeline"
+STEP_ID_TAG = "osiris/step_id"
+SANDBOX_ID_ENV = "OSIRIS_SANDBOX_ID"
+
+
+class SessionRecordingExecutor(dg.Executor):
+    def __init__(self, inner: dg.Executor, mode: str) -> None:
+        self._inner = inner
+        self._mode = mode
+
+    @property
+    def retries(self) -> RetryMode:
+        return self._inner.retries
+
+    @property
+    def step_dependency_config(self):  # type: ignore[no-untyped-def]
+        return self._inner.step_dependency_config
+
+    def execute(self, plan_context: Any, execution_plan: Any) -> Iterator[DagsterEvent]:
+        run = plan_context.dagster_run
+        project = ProjectLayout.discover()
+        session = SessionLog(project.session_dir(run.run_id))
+        step_keys = list(execution_plan.step_keys_to_execute)
+        step_ids = {key: _step_id(execution_plan, key) for key in step_keys}
+        pipeline = run.tags.get(PIPELINE_TAG, run.job_name)
+        started_at, started = datetime.now(UTC), time.perf_counter()
+        session.event("run_start", pipeline=pipeline, job=run.job_name, steps_total=len(step_keys), executor=self._mode)
+        session.metric("steps_total", len(step_keys))
+        completed: list[str] = []
+        failed: list[str] = []
+        first_error: str | None = None
+        reason: str | None = None
+        try:
+            for event in self._inner.execute(plan_context, execution_plan):
+                if event.event_type == DagsterEventType.STEP_SUCCESS:
+                    completed.append(step_ids.get(event.step_key, event.step_key))
+                elif event.event_type == DagsterEventType.STEP_FAILURE:
+                    failed.append(step_ids.get(event.step_key, event.step_key))
+                    if first_error is None and event.step_failure_data is not None:
+                        first_error = mask_text(event.step_failure_data.error.message.strip())
+                yield event
+        except BaseException as error:  # interrupted (terminate) or the executor itself broke
+            reason = "interrupted" if isinstance(error, KeyboardInterrupt | GeneratorExit) else mask_text(str(error))
+            raise
+        finally:
+            duration_ms = int((time.perf_counter() - started) * 1000)
+            ok = reason is None and not failed and len(completed) == len(step_keys)
+            error = None if ok else (first_error or reason or "steps did not complete")
+            if not ok:
+                session.event("run_error", error=error, error_type="StepFailure" if failed else "RunInterrupted")
+            session.metric("steps_completed", len(completed))
+            session.metric("run_duration_ms", duration_ms)
+            session.event(
+                "run_end",
+                ok=ok,
+                duration_ms=duration_ms,
+                steps_completed=len(completed),
+                steps_total=len(step_keys),
+                error=error,
+            )
+            session.write_status(
+                {
+                    "session": session.session,
+                    "run_id": run.run_id,
+                    "pipeline": pipeline,
+                    "job": run.job_name,
+                    "ok": ok,
+                    "exit_code": 0 if ok else 1,
+                    "reason": error,
+                    "steps_total": len(step_keys),
+                    "steps_completed": len(completed),
+                    "steps_failed": failed,
+                    "sandbox_id": _sandbox_id(),
+                    "started_at": started_at.isoformat().replace("+00:00", "Z"),
+                    "finished_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+                    "duration_ms": duration_ms,
+                }
+            )
+
+
+def _step_id(execution_plan: Any, step_key: str) -> str:
+    step = execution_plan.get_step_by_key(step_key)
+    return (step.tags or {}).get(STEP_ID_TAG, step_key)
+
+
+def _sandbox_id() -> str:
+    import os
+
+    return os.environ.get(SANDBOX_ID_ENV, "local")
+
+
+def _requirements(config: dict[str, Any]) -> list[Any]:
+    return multiple_process_executor_requirements() if "multiprocess" in config else []
+
+
+@dg.executor(
+    name="osiris",
+    config_schema=dg.Field(
+        dg.Selector({"in_process": IN_PROC_CONFIG, "multiprocess": MULTI_PROC_CONFIG}),
+        default_value={"in_process": {}},
+        description="in_process (default, fastest for I/O-bound steps) or multiprocess",
+    ),
+    requirements=_requirements,
+)
+def osiris_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
+    mode = "multiprocess" if "multiprocess" in init_context.executor_config else "in_process"
+    return SessionRecordingExecutor(multi_or_in_process_executor.executor_creation_fn(init_context), mode)
