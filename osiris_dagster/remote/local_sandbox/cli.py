@@ -7,6 +7,8 @@ The main CLI attaches the group with ``cli.add_command(sandbox)``; until then us
 from __future__ import annotations
 
 import shlex
+import signal
+from types import FrameType
 
 import click
 
@@ -40,6 +42,9 @@ def serve(port: int, host: str, extra_path: tuple[str, ...], base_dir: str | Non
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--host") from exc
     server.start()
+    # SIGTERM (CI job teardown, `kill`) must also kill the sandboxes' processes and
+    # remove their roots, exactly like Ctrl-C.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     for name, value in server.env().items():
         click.echo(f"export {name}={shlex.quote(value)}")
     click.echo(f"# local E2B sandbox server listening on {server.api_url} (Ctrl-C to stop)", err=True)
@@ -49,6 +54,10 @@ def serve(port: int, host: str, extra_path: tuple[str, ...], base_dir: str | Non
         pass
     finally:
         server.stop()
+
+
+def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
