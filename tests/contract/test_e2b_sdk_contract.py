@@ -20,6 +20,7 @@ from e2b import (
     FileNotFoundException,
     Sandbox,
     SandboxException,
+    SandboxNotFoundException,
     SandboxNotRunningException,
     SandboxQuery,
     TimeoutException,
@@ -67,8 +68,13 @@ def test_connect_kill_and_is_running(sdk: dict[str, str]) -> None:
     assert sbx.kill() is True
     assert sbx.kill() is False
     assert sbx.is_running() is False
-    with pytest.raises(SandboxException):
+    with pytest.raises(SandboxNotFoundException):
         Sandbox.connect(sbx.sandbox_id, **sdk)
+    with pytest.raises(SandboxNotFoundException):
+        Sandbox.get_info(sbx.sandbox_id, **sdk)
+    other = Sandbox.create(timeout=30, **sdk)
+    assert Sandbox.kill(other.sandbox_id, **sdk) is True  # the class-level kill
+    assert other.is_running() is False
 
 
 def test_set_timeout_and_expiry_kill_processes(sdk: dict[str, str]) -> None:
@@ -119,6 +125,7 @@ def test_write_and_read_3mb_random_bytes(sbx: Sandbox) -> None:
     streamed = b"".join(sbx.files.read("/home/user/blob.bin", format="stream"))
     assert streamed == payload
     assert sbx.files.get_info("/home/user/blob.bin").size == len(payload)
+    assert bytes(sbx.files.read("/home/user/blob.bin", format="bytes", gzip=True)) == payload
 
 
 def test_octet_stream_and_gzip_uploads(sbx: Sandbox) -> None:
