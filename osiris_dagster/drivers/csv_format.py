@@ -25,7 +25,7 @@ any knowledge of where the data came from.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -84,7 +84,8 @@ def format_rows(batch: pa.RecordBatch, options: CsvOptions) -> pa.StringArray:
     if batch.num_columns == 0:
         raise ValueError("a CSV row needs at least one column")
     columns = [format_column(column, options) for column in batch.columns]
-    # The terminator rides on the last column so the row join is the only full copy of the text.
+    # The terminator rides on the last column and the delimiter is the join's separator: the
+    # join's cost grows with its argument count, so this is cheaper than passing them as scalars.
     columns[-1] = pc.binary_join_element_wise(
         columns[-1], options.line_terminator, "", null_handling="replace", null_replacement=""
     )
@@ -110,10 +111,18 @@ def format_column(array: pa.Array | pa.ChunkedArray, options: CsvOptions) -> pa.
         # Row joining needs one string type; batches are sliced small enough for 32-bit offsets.
         text = text.cast(pa.string())
     if options.quoting == "all":
-        return _quote_all(text)
-    if alphabet is not None and options.delimiter not in alphabet:
+        quoted = pc.is_valid(text)
+    elif alphabet is not None and options.delimiter not in alphabet:
         return text
-    return _quote_minimal(text, options.delimiter)
+    else:
+        quoted = pc.match_substring_regex(text, _quote_regex(options.delimiter))
+        if not pc.any(quoted).as_py():
+            return text
+    # The quote is '"' or "" per row, so quoting is one join rather than a join plus an if_else.
+    # Doubling quotes touches only quoted fields: a '"' always forces quoting.  A NULL field
+    # stays NULL (the join emits null when the text is null).
+    quote = pc.if_else(quoted, '"', "")
+    return pc.binary_join_element_wise(quote, pc.replace_substring(text, '"', '""'), quote, "")
 
 
 def _to_text(array: pa.Array) -> tuple[pa.Array, str | None]:
@@ -160,41 +169,46 @@ def _has_fraction(micros: pa.Array) -> pa.Array:
     return pc.not_equal(micros, whole)
 
 
-def _seconds_or_micros(full: pa.Array, seconds_only: pa.Array, micros: pa.Array) -> pa.Array:
-    """``full`` where the value has a fraction, else ``seconds_only`` (the common case wins fast)."""
+def _seconds_or_micros(
+    micros: pa.Array, full: Callable[[], pa.Array], seconds_only: Callable[[], pa.Array]
+) -> pa.Array:
+    """``full()`` text where the value has a fraction, else ``seconds_only()``.
+
+    Built lazily: most columns have no fraction at all (DATETIME(0)), and then only the cheaper
+    rendering runs.
+    """
     fraction = _has_fraction(micros)
     if not pc.any(fraction).as_py():
-        return seconds_only
-    return pc.if_else(fraction, full, seconds_only)
+        return seconds_only()
+    return pc.if_else(fraction, full(), seconds_only())
 
 
 def _format_timestamp(array: pa.Array) -> pa.Array:
     t: pa.TimestampType = array.type
-    suffix = None
-    if t.tz is not None:
-        # Casting away the zone keeps the UTC instant; the offset says so explicitly.
-        suffix = "+00:00"
-    micros_type = pa.timestamp("us")
     if t.unit == "ns":
         # Sub-microsecond digits are dropped: the product's timestamps stop at microseconds.
         array = pc.cast(array, pa.timestamp("us", tz=t.tz), safe=False)
-    naive = array.cast(micros_type)
-    full = naive.cast(pa.string())  # always "YYYY-MM-DD HH:MM:SS.ffffff"
-    seconds_only = pc.cast(naive, pa.timestamp("s"), safe=False).cast(pa.string())
-    text = _seconds_or_micros(full, seconds_only, naive.cast(pa.int64()))
-    if suffix is not None:
-        text = pc.binary_join_element_wise(text, suffix, "")
+    # Casting away the zone keeps the UTC instant; the "+00:00" suffix below says so.
+    naive = array.cast(pa.timestamp("us"))
+    text = _seconds_or_micros(
+        naive.cast(pa.int64()),
+        lambda: naive.cast(pa.string()),  # "YYYY-MM-DD HH:MM:SS.ffffff"
+        lambda: pc.cast(naive, pa.timestamp("s"), safe=False).cast(pa.string()),
+    )
+    if t.tz is not None:
+        text = pc.binary_join_element_wise(text, "+00:00", "")
     return text
 
 
 def _format_time_of_day(array: pa.Array) -> pa.Array:
-    t = array.type
-    if t.unit == "ns":
+    if array.type.unit == "ns":
         array = pc.cast(array, pa.time64("us"), safe=False)
     micros = array.cast(pa.time64("us"))
-    full = micros.cast(pa.string())  # always "HH:MM:SS.ffffff"
-    seconds_only = pc.cast(micros, pa.time32("s"), safe=False).cast(pa.string())
-    return _seconds_or_micros(full, seconds_only, micros.cast(pa.int64()))
+    return _seconds_or_micros(
+        micros.cast(pa.int64()),
+        lambda: micros.cast(pa.string()),  # "HH:MM:SS.ffffff"
+        lambda: pc.cast(micros, pa.time32("s"), safe=False).cast(pa.string()),
+    )
 
 
 def _format_duration(array: pa.Array) -> pa.Array:
@@ -234,17 +248,6 @@ def _format_bytea(array: pa.Array) -> pa.Array:
 def _quote_regex(delimiter: str) -> str:
     # RE2 syntax; \x{..} sidesteps escaping rules for whatever character the delimiter is.
     return f'[\\x{{{ord(delimiter):x}}}"\\r\\n]'
-
-
-def _quote_minimal(text: pa.Array, delimiter: str) -> pa.Array:
-    needs_quotes = pc.match_substring_regex(text, _quote_regex(delimiter))
-    if not pc.any(needs_quotes).as_py():
-        return text
-    return pc.if_else(needs_quotes, _quote_all(text), text)
-
-
-def _quote_all(text: pa.Array) -> pa.Array:
-    return pc.binary_join_element_wise('"', pc.replace_substring(text, '"', '""'), '"', "")
 
 
 def _quote_text(value: str, options: CsvOptions) -> str:

@@ -19,7 +19,9 @@ import codecs
 import contextlib
 import os
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,9 +37,13 @@ from osiris_dagster.drivers.csv_format import (
 
 __all__ = ["CsvEncodingError", "CsvOptions", "CsvWriteResult", "write_csv"]
 
-# Bounds both memory and the 2 GiB limit of a 32-bit-offset string array holding a batch's text.
-_MAX_SLICE_BYTES = 64 * 1024 * 1024
+# Formatting works on slices of at most this much Arrow data: small enough that a few slices in
+# flight (plus their text) stay a few tens of MB, far below the 2 GiB limit of a string array
+# with 32-bit offsets; large enough that per-kernel call overhead does not show.
+_MAX_SLICE_BYTES = 4 * 1024 * 1024
 _WRITE_BUFFER = 1024 * 1024
+# Formatting is CPU-bound C++ (GIL released): one worker per core, at most 4.
+_FORMAT_THREADS = min(4, os.cpu_count() or 1)
 
 
 class CsvEncodingError(ValueError):
@@ -65,16 +71,12 @@ def write_csv(
             encode = _encoder(options.encoding)
             if options.header:
                 out.write(encode(format_header(schema.names, options), None))
-            for batch in batches:
-                if batch.num_columns != len(schema):
-                    raise ValueError(f"batch has {batch.num_columns} columns, the schema {len(schema)}: {schema.names}")
-                for piece in _slices(batch):
-                    text = format_rows(piece, options)
-                    if encode is _utf8:
-                        out.write(rows_as_bytes(text))
-                    else:
-                        out.write(_encode_rows(text, piece, schema, options, encode))
-                    rows += piece.num_rows
+            for text, piece in _formatted(_slices(batches, schema), options):
+                if encode is _utf8:
+                    out.write(rows_as_bytes(text))
+                else:
+                    out.write(_encode_rows(text, piece, schema, options, encode))
+                rows += piece.num_rows
             if encode is not _utf8:
                 out.write(encode("", True))  # let a stateful encoder flush what it holds
         os.replace(temp, target)
@@ -85,16 +87,47 @@ def write_csv(
     return CsvWriteResult(path=target, rows=rows, bytes=target.stat().st_size)
 
 
-def _slices(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
-    if batch.num_rows == 0:
+def _slices(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        if batch.num_columns != len(schema):
+            raise ValueError(f"batch has {batch.num_columns} columns, the schema {len(schema)}: {schema.names}")
+        if batch.num_rows == 0:
+            continue
+        size = batch.nbytes
+        if size <= _MAX_SLICE_BYTES:
+            yield batch
+            continue
+        step = max(1, batch.num_rows * _MAX_SLICE_BYTES // size)
+        for start in range(0, batch.num_rows, step):
+            yield batch.slice(start, step)
+
+
+def _formatted(
+    pieces: Iterator[pa.RecordBatch], options: CsvOptions
+) -> Iterator[tuple[pa.StringArray, pa.RecordBatch]]:
+    """``(format_rows(piece), piece)`` in order, formatted ``_FORMAT_THREADS`` pieces at a time.
+
+    pyarrow.compute releases the GIL, so formatting batches on worker threads uses every core
+    while the main thread reads the next batch and writes the previous one.  At most
+    ``_FORMAT_THREADS + 1`` pieces are in flight: memory stays bounded.
+    """
+    if _FORMAT_THREADS < 2:
+        for piece in pieces:
+            yield format_rows(piece, options), piece
         return
-    size = batch.nbytes
-    if size <= _MAX_SLICE_BYTES:
-        yield batch
-        return
-    step = max(1, batch.num_rows * _MAX_SLICE_BYTES // size)
-    for start in range(0, batch.num_rows, step):
-        yield batch.slice(start, step)
+    pool = ThreadPoolExecutor(max_workers=_FORMAT_THREADS, thread_name_prefix="csv-format")
+    try:
+        pending: deque[tuple[Future[pa.StringArray], pa.RecordBatch]] = deque()
+        for piece in pieces:
+            pending.append((pool.submit(format_rows, piece, options), piece))
+            if len(pending) > _FORMAT_THREADS:
+                future, done = pending.popleft()
+                yield future.result(), done
+        while pending:
+            future, done = pending.popleft()
+            yield future.result(), done
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _utf8(text: str, final: bool | None) -> bytes:

@@ -1,0 +1,171 @@
+"""Benchmark: MariaDB table -> CSV, this product's data path against the ``mysql`` C client.
+
+Not a test: run it by hand on an idle machine.
+
+    .venv/bin/python bench/extract_csv.py              # 1,000,000 and 5,000,000 rows
+    .venv/bin/python bench/extract_csv.py --rows 1000000 --runs 3
+
+For each size it creates (once, in database ``osiris_bench``) a table with the columns of
+/work/shared/notes/perf-baselines.md, generated server-side from MariaDB's Sequence engine, then
+times, as fresh subprocesses (wall time including interpreter start and imports; peak RSS of the
+child from ``wait4``):
+
+* ``mysql --batch --quick -e 'SELECT * ...' > file``   (the baseline)
+* ``extract_to_staging`` + ``write_csv`` of the same table (the product's read + write steps)
+
+and prints the median of ``--runs`` runs, the ratio product / mysql and the peak RSS.
+Targets: ratio <= 1.0; peak RSS <= 200 MB and not growing with the row count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HOST, PORT, USER = "127.0.0.1", 3306, "root"
+DATABASE = "osiris_bench"
+MYSQL = shutil.which("mysql") or "/usr/bin/mysql"
+REPO = Path(__file__).resolve().parents[1]
+
+# Deterministic data with 5-10% NULLs per nullable column, accents, commas and quotes in text.
+_CREATE = """
+CREATE TABLE {table} (
+  id INT PRIMARY KEY,
+  title VARCHAR(200),
+  release_year INT,
+  rating DECIMAL(3,1),
+  budget BIGINT,
+  released DATE,
+  created_at DATETIME,
+  description TEXT,
+  is_active TINYINT(1)
+) ENGINE=InnoDB
+"""
+_FILL = """
+INSERT INTO {table}
+SELECT seq,
+  IF(seq % 13 = 0, NULL, CONCAT('Film ', seq, ELT(1 + seq % 4, ', the "sequel"', ' — Amélie à Paris',
+     ' Ñandú', ''))),
+  IF(seq % 17 = 0, NULL, 1950 + seq % 75),
+  IF(seq % 11 = 0, NULL, (seq % 100) / 10),
+  IF(seq % 19 = 0, NULL, seq * 1000 + (seq % 7) * 1000000000),
+  IF(seq % 14 = 0, NULL, DATE('1950-01-01') + INTERVAL (seq % 27000) DAY),
+  IF(seq % 16 = 0, NULL, TIMESTAMP('2000-01-01 00:00:00') + INTERVAL (seq * 37) SECOND),
+  IF(seq % 12 = 0, NULL, CONCAT('Description ', seq, ': a story, with "quotes", accents éèà and ',
+     'a comma; ', REPEAT('x', 20 + seq % 30))),
+  IF(seq % 10 = 0, NULL, seq % 2)
+FROM seq_1_to_{rows}
+"""
+
+# The product's side, run as its own interpreter so imports and start-up are in the figure.
+_PRODUCT = """
+import sys
+from pathlib import Path
+from sqlalchemy.engine import URL
+from osiris_dagster.drivers.csv_writer import CsvOptions, write_csv
+from osiris_dagster.drivers.sql_extract import extract_to_staging, iter_staged_batches
+
+table, out = sys.argv[1], Path(sys.argv[2])
+url = URL.create("mysql+pymysql", username="root", password="", host="127.0.0.1", port=3306,
+                 database="osiris_bench")
+staged = extract_to_staging(url, f"SELECT * FROM {table}", out.with_suffix(".arrow"))
+written = write_csv(iter_staged_batches(staged.path), staged.schema, out, CsvOptions())
+print(staged.rows, written.rows, written.bytes)
+"""
+
+
+def _mysql(*sql: str, database: str | None = None) -> str:
+    command = [MYSQL, "-h", HOST, "-P", str(PORT), "-u", USER, "--batch", "--skip-column-names"]
+    if database:
+        command += ["-D", database]
+    command += ["-e", ";\n".join(sql)]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout
+
+
+def ensure_table(rows: int) -> str:
+    table = f"movies_{rows}"
+    _mysql(f"CREATE DATABASE IF NOT EXISTS {DATABASE} CHARACTER SET utf8mb4")
+    present = _mysql(
+        f"SELECT COUNT(*) FROM information_schema.tables WHERE table_schema='{DATABASE}' AND table_name='{table}'"
+    )
+    if present.strip() == "1" and _mysql(f"SELECT COUNT(*) FROM {table}", database=DATABASE).strip() == str(rows):
+        return table
+    started = time.perf_counter()
+    _mysql(f"DROP TABLE IF EXISTS {table}", _CREATE.format(table=table), database=DATABASE)
+    _mysql(_FILL.format(table=table, rows=rows), database=DATABASE)
+    print(f"created {DATABASE}.{table} ({rows:,} rows) in {time.perf_counter() - started:.1f} s", flush=True)
+    return table
+
+
+def run_measured(command: list[str], stdout_path: Path | None) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one fresh child process."""
+    stdout = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE, cwd=REPO)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+    finally:
+        if stdout_path:
+            stdout.close()
+    stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{command[0]} failed: {stderr[-2000:]}")
+    return wall, usage.ru_maxrss / 1024  # Linux: kilobytes
+
+
+def bench(rows: int, runs: int, workdir: Path) -> dict[str, tuple[float, float]]:
+    table = ensure_table(rows)
+    mysql_cmd = [
+        MYSQL, "-h", HOST, "-P", str(PORT), "-u", USER, "--batch", "--quick", "-D", DATABASE,
+        "-e", f"SELECT * FROM {table}",
+    ]  # fmt: skip
+    product_cmd = [sys.executable, "-c", _PRODUCT, table, str(workdir / f"{table}.csv")]
+    results: dict[str, list[tuple[float, float]]] = {"mysql": [], "product": []}
+    for _ in range(runs):
+        # Interleaved, so both see the same cache and machine state.
+        results["mysql"].append(run_measured(mysql_cmd, workdir / f"{table}.tsv"))
+        results["product"].append(run_measured(product_cmd, None))
+    return {
+        name: (statistics.median(w for w, _ in values), max(r for _, r in values)) for name, values in results.items()
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, action="append", help="table size (repeatable); default 1M and 5M")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    sizes = args.rows or [1_000_000, 5_000_000]
+    report = []
+    with tempfile.TemporaryDirectory(prefix="osiris-bench-") as tmp:
+        workdir = Path(tmp)
+        for rows in sizes:
+            figures = bench(rows, args.runs, workdir)
+            csv_size = (workdir / f"movies_{rows}.csv").stat().st_size / 1e6
+            report.append((rows, figures, csv_size))
+            for path in workdir.iterdir():
+                path.unlink()
+    print()
+    print(f"median of {args.runs} runs, fresh subprocess each, wall incl. interpreter start + imports")
+    header = f"| {'rows':>10} | {'method':<32} | {'wall s':>7} | {'rows/s':>9} | {'x mysql':>7} | {'peak RSS MB':>11} |"
+    print(header)
+    print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
+    for rows, figures, csv_size in report:
+        base = figures["mysql"][0]
+        for name, label in (("mysql", "mysql --batch --quick > tsv"), ("product", "extract_to_staging + write_csv")):
+            wall, rss = figures[name]
+            cells = f"{rows:>10,} | {label:<32} | {wall:>7.2f} | {rows / wall:>9,.0f} | {wall / base:>7.2f}"
+            print(f"| {cells} | {rss:>11.0f} |")
+        print(f"|            | (CSV {csv_size:.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()
