@@ -78,17 +78,18 @@ def validate(project: ProjectLayout, pipeline: str, params: tuple[str, ...]) -> 
 @cli.command()
 @click.argument("pipeline")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Set ${params.NAME} (repeatable).")
+@click.option("--verbose", "-v", is_flag=True, help="Show Dagster's event log on stderr.")
 @click.pass_obj
-def run(project: ProjectLayout, pipeline: str, params: tuple[str, ...]) -> None:
+def run(project: ProjectLayout, pipeline: str, params: tuple[str, ...], verbose: bool) -> None:
     """Materialize a pipeline's assets locally through Dagster and print a summary."""
-    _run_and_report(project, _pipeline_path(project, pipeline), params)
+    _run_and_report(project, _pipeline_path(project, pipeline), params, verbose)
 
 
-def _run_and_report(project: ProjectLayout, path: Path, params: tuple[str, ...]) -> None:
+def _run_and_report(project: ProjectLayout, path: Path, params: tuple[str, ...], verbose: bool = False) -> None:
     from osiris_dagster.local_run import run_pipeline
 
     try:
-        outcome = run_pipeline(project, path, _params(params))
+        outcome = run_pipeline(project, path, _params(params), log_level="DEBUG" if verbose else "WARNING")
     except InputError as error:
         _fail_input(error)
     _print_summary(project, outcome.session_dir)

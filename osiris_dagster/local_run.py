@@ -49,7 +49,9 @@ def validate_pipeline(project: ProjectLayout, path: Path, params: Mapping[str, A
     return pipeline
 
 
-def run_pipeline(project: ProjectLayout, path: Path, params: Mapping[str, Any] | None = None) -> LocalRunOutcome:
+def run_pipeline(
+    project: ProjectLayout, path: Path, params: Mapping[str, Any] | None = None, *, log_level: str = "WARNING"
+) -> LocalRunOutcome:
     pipeline = validate_pipeline(project, path, params)
     # Validate the other pipelines too: the code location loads them all, and a broken one must
     # fail here with its own file named rather than inside Dagster.
@@ -64,7 +66,11 @@ def run_pipeline(project: ProjectLayout, path: Path, params: Mapping[str, Any] |
     instance = _instance(project)
     repository = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs", working_directory=str(project.root))
     job = repository.get_reconstructable_job(pipeline.python_name)
-    run_config = {"resources": {"osiris_params": {"config": {"values": dict(params or {})}}}}
+    run_config = {
+        "resources": {"osiris_params": {"config": {"values": dict(params or {})}}},
+        # The CLI prints its own summary; Dagster's per-event console lines are for --verbose.
+        "loggers": {"console": {"config": {"log_level": log_level}}},
+    }
     with instance:
         result = execute_job(job, instance, run_config=run_config)
         return LocalRunOutcome(run_id=result.run_id, ok=result.success, session_dir=project.session_dir(result.run_id))

@@ -7,15 +7,18 @@ columnar path inside `drivers.sql_extract`, any other SQLAlchemy URL the generic
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-from sqlalchemy.engine import URL
+from typing import TYPE_CHECKING, Any
 
 from osiris_dagster.components.registry import ComponentType
-from osiris_dagster.demo.movies import ensure_demo_database
-from osiris_dagster.drivers.csv_writer import CsvOptions, write_csv
-from osiris_dagster.drivers.sql_extract import ExtractedTable, extract_to_staging, iter_staged_batches
 from osiris_dagster.drivers.step_run import StepRun, WrittenTarget
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+    from osiris_dagster.drivers.sql_extract import ExtractedTable
+
+# Drivers (pyarrow, connectorx, SQLAlchemy engines) are imported when a step runs, not when
+# definitions load: every `dagster` command and code-server start pays for what is imported here.
 
 _EXTRACT_CONFIG: dict[str, Any] = {
     "type": "object",
@@ -50,6 +53,9 @@ def _table_query(url: URL, table: str) -> str:
 
 
 def run_sql_extract(step: StepRun) -> ExtractedTable:
+    from osiris_dagster.demo.movies import ensure_demo_database
+    from osiris_dagster.drivers.sql_extract import extract_to_staging
+
     assert step.connection is not None  # the loader guarantees extractors have one
     if step.connection.demo_database:
         ensure_demo_database(step.project, step.connection.demo_database)
@@ -59,6 +65,9 @@ def run_sql_extract(step: StepRun) -> ExtractedTable:
 
 
 def run_csv_writer(step: StepRun, inputs: Mapping[str, ExtractedTable]) -> WrittenTarget:
+    from osiris_dagster.drivers.csv_writer import CsvOptions, write_csv
+    from osiris_dagster.drivers.sql_extract import iter_staged_batches
+
     (table,) = inputs.values()
     config = step.config
     options = CsvOptions(

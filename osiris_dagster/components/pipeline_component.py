@@ -12,7 +12,7 @@ What a step *does* lives in the drivers; this module only wires steps into Dagst
 import hashlib
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
@@ -24,7 +24,6 @@ from osiris_dagster.components.resources import (
 )
 from osiris_dagster.components.step_execution import execute_step, staging_path
 from osiris_dagster.connections import load_profiles
-from osiris_dagster.drivers.sql_extract import ExtractedTable
 from osiris_dagster.drivers.step_run import StepRun, WrittenTarget
 from osiris_dagster.project import ProjectLayout
 from osiris_dagster.session.recording_executor import PIPELINE_TAG, STEP_ID_TAG, osiris_executor
@@ -32,6 +31,9 @@ from osiris_dagster.session.session_log import SessionLog
 from osiris_dagster.spec.loader import check_step, connection_choice, load_pipeline
 from osiris_dagster.spec.model import Pipeline, Step, to_python_name
 from osiris_dagster.spec.params import effective_params
+
+if TYPE_CHECKING:
+    from osiris_dagster.drivers.sql_extract import ExtractedTable
 
 ROW_COUNT_CHECK = "row_count_matches_extract"
 
@@ -88,8 +90,9 @@ def _read_asset(pipeline: Pipeline, step: Step, project: ProjectLayout, common: 
     common["metadata"]["osiris/staging_path"] = project.relative(staging_path(project, pipeline, step))
 
     @dg.asset(io_manager_key=EXTRACTED_TABLE_IO_MANAGER_KEY, **common)
-    def extracted_table(context: dg.AssetExecutionContext, osiris_params: OmlRunParams) -> ExtractedTable:
-        def extract(run: StepRun, component: ComponentType) -> ExtractedTable:
+    # No return annotation: Dagster would evaluate it at definition time (and import pyarrow).
+    def extracted_table(context: dg.AssetExecutionContext, osiris_params: OmlRunParams):  # type: ignore[no-untyped-def]
+        def extract(run: StepRun, component: ComponentType) -> "ExtractedTable":
             table: ExtractedTable = component.run(run)  # type: ignore[call-arg]
             run.session.metric("rows_read", table.rows, step_id=step.id)
             run.session.metric("bytes_written", table.bytes, step_id=step.id)
@@ -123,7 +126,7 @@ def _write_asset(pipeline: Pipeline, step: Step, project: ProjectLayout, common:
         **common,
     )
     def written_asset(
-        context: dg.AssetExecutionContext, osiris_params: OmlRunParams, **tables: ExtractedTable
+        context: dg.AssetExecutionContext, osiris_params: OmlRunParams, **tables: Any
     ) -> Iterator[dg.Output[WrittenTarget] | dg.AssetCheckResult]:
         by_step = {inputs[name]: table for name, table in tables.items()}
 

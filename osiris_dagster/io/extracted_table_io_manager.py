@@ -9,11 +9,15 @@ project, so a sandboxed run's materialization reads the same as a local one's.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
 
-from osiris_dagster.drivers.sql_extract import ExtractedTable, open_staged
 from osiris_dagster.io.table_metadata import column_schema
 from osiris_dagster.project import ProjectLayout
+
+if TYPE_CHECKING:
+    from osiris_dagster.drivers.sql_extract import ExtractedTable
 
 
 class ExtractedTableIOManager(dg.ConfigurableIOManager):
@@ -37,6 +41,8 @@ class ExtractedTableIOManager(dg.ConfigurableIOManager):
         )
 
     def load_input(self, context: dg.InputContext) -> ExtractedTable:
+        from osiris_dagster.drivers.sql_extract import open_staged
+
         metadata = context.upstream_output.definition_metadata if context.upstream_output else {}
         staged = metadata.get("osiris/staging_path")
         if staged is None:

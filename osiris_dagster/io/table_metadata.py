@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import pyarrow as pa
+from typing import TYPE_CHECKING
+
 from dagster import TableColumn, TableSchema
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 def column_schema(schema: pa.Schema) -> TableSchema:

@@ -72,7 +72,7 @@ class SessionRecordingExecutor(dg.Executor):
                 elif event.event_type == DagsterEventType.STEP_FAILURE:
                     failed.append(step_ids.get(event.step_key, event.step_key))
                     if first_error is None and event.step_failure_data is not None:
-                        first_error = mask_text(event.step_failure_data.error.message.strip())
+                        first_error = mask_text(_failure_message(event))
                 yield event
         except BaseException as error:  # interrupted (terminate) or the executor itself broke
             reason = "interrupted" if isinstance(error, KeyboardInterrupt | GeneratorExit) else mask_text(str(error))
@@ -111,6 +111,14 @@ class SessionRecordingExecutor(dg.Executor):
                     "duration_ms": duration_ms,
                 }
             )
+
+
+def _failure_message(event: DagsterEvent) -> str:
+    """The failure as the user should read it: our `Failure`'s description, else the error text."""
+    data = event.step_failure_data
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return data.user_failure_data.description
+    return data.error.message.strip() if data.error else "step failed"
 
 
 def _step_id(execution_plan: Any, step_key: str) -> str:

@@ -1,0 +1,23 @@
+# Every target sets itself up: a fresh clone needs only python3 (3.11+).
+VENV ?= .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+## Run the demo pipeline (embedded SQLite movie database -> output/*.csv, session log under logs/)
+demo: $(STAMP)
+	$(VENV)/bin/osiris-dagster demo
+
+## Run the whole test suite (needs MariaDB on 127.0.0.1:3306 and PostgreSQL on 127.0.0.1:5432)
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
