@@ -5,11 +5,12 @@ A ``read`` step calls ``extract_to_staging``; the ``write`` step re-opens the st
 size: rows arrive in batches and each batch is appended to the staged file before the next.
 
 Staging format: Arrow IPC file, uncompressed.  Measured on the 1M-row benchmark table
-(bench/extract_csv.py, 2 cores): writing it costs ~0.09 s (131 MB file) and reading it back
-~0.05 s, against ~0.9 s to write / 0.3 s to read Parquet (snappy, 52 MB) and ~0.25 s / 0.15 s for
-LZ4-compressed IPC (62 MB).  The staged file is short-lived and local, so bytes are cheaper than
-CPU; IPC also keeps every Arrow type exactly (decimal128(p,s), duration, int8 ...), and an
-uncompressed file's row count is read from batch metadata without touching the data.
+(bench/extract_csv.py, 2 cores, median of 3, machine shared): IPC writes in 0.10 s / reads in
+0.04 s (172 MB); IPC+LZ4 0.11 s / 0.06 s (39 MB); Parquet (snappy) 0.71 s / 0.29 s (45 MB).
+Parquet would cost ~1 s per million rows on the hot path.  LZ4 is nearly free and 4x smaller,
+but uncompressed lets ``open_staged`` count rows from batch metadata through a memory map without
+decompressing anything, and the staged file is short-lived local scratch.  IPC also keeps every
+Arrow type exactly (decimal128(p,s), duration, int8 ...).
 
 Two ways in:
 
