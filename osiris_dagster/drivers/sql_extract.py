@@ -26,6 +26,9 @@ Two ways in:
   query wrapped in a derived table, and MariaDB drops an ORDER BY inside a derived table unless it
   has a LIMIT, so a query with a top-level ORDER BY and no LIMIT gets ``LIMIT 18446744073709551615``
   inside the wrapper (the server then materializes the sorted result before sending it).
+  connectorx fetches at most 20,000 rows per batch whatever ``batch_rows`` says (its fetch thread
+  runs a few batches ahead; small batches keep memory flat), so staged batches are never larger
+  than ``batch_rows`` but may be smaller.
   If connectorx still fails (a type or value it rejects, e.g. GEOMETRY or a zero date) the query
   is re-run through the generic path below with the same exact schema.
 * **Any other SQLAlchemy URL** (SQLite, PostgreSQL, ...): the generic path — a server-side cursor
