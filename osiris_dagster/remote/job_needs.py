@@ -1,0 +1,127 @@
+"""What a sandboxed run needs from the host: environment variables and Python modules.
+
+Least privilege: the sandbox receives only the variables that the connection profiles used by the
+job's steps reference (`${VAR}`), the run's `OSIRIS_PARAM_*` values for parameters the pipeline
+declares (they choose the connection, so without them a remote run would read another database
+than a local one), and the launcher's explicit `env_passthrough` list. Nothing else of the host's
+environment is forwarded — Osiris forwarded every `*_KEY`/`*_PASSWORD` it found.
+
+The variable names are learnt by resolving each used profile against a recording view of the
+environment, i.e. with the product's own resolution rules (`ConnectionProfiles.resolve`), which
+also registers the resolved secrets for masking in the supervisor process.
+
+The module list drives the sandbox's dependency preflight: what every run imports, plus the
+drivers of the connection families the job's steps use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from osiris_dagster.connections import load_profiles
+from osiris_dagster.errors import InputError
+from osiris_dagster.project import ProjectLayout
+from osiris_dagster.spec.loader import check_step, connection_choice, load_pipeline
+from osiris_dagster.spec.model import Pipeline
+from osiris_dagster.spec.params import PARAM_ENV_PREFIX, effective_params
+
+# Imported by every run of the product, whatever the pipeline.
+BASE_MODULES = ("dagster", "pyarrow", "sqlalchemy", "yaml", "jsonschema")
+# Drivers per connection family (the MySQL fast path reads through connectorx).
+FAMILY_MODULES: Mapping[str, tuple[str, ...]] = {
+    "mysql": ("pymysql", "connectorx"),
+    "postgres": ("psycopg",),
+    "supabase": ("supabase",),
+}
+# pip distribution for a module whose name differs from it (for `install_deps`).
+MODULE_DISTRIBUTIONS: Mapping[str, str] = {"yaml": "pyyaml", "psycopg": "psycopg[binary]"}
+
+
+@dataclass(frozen=True)
+class JobNeeds:
+    env: dict[str, str]
+    modules: tuple[str, ...]
+
+
+class _RecordingEnviron(Mapping[str, str]):
+    """The host environment, remembering every name a profile asked for."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        self.names: set[str] = set()
+
+    def __contains__(self, name: object) -> bool:
+        if isinstance(name, str):
+            self.names.add(name)
+        return name in self._environ
+
+    def __getitem__(self, name: str) -> str:
+        self.names.add(name)
+        return self._environ[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._environ)
+
+    def __len__(self) -> int:
+        return len(self._environ)
+
+
+def find_job_pipeline(project: ProjectLayout, job_name: str) -> Pipeline | None:
+    """The pipeline whose job this is (jobs are named after their pipeline)."""
+    profiles = load_profiles(project.connections_file) if project.connections_file.exists() else None
+    for path in project.pipeline_files():
+        pipeline = load_pipeline(path, connections=profiles)
+        if pipeline.python_name == job_name:
+            return pipeline
+    return None
+
+
+def job_needs(
+    project: ProjectLayout,
+    job_name: str,
+    run_params: Mapping[str, Any],
+    *,
+    passthrough: tuple[str, ...] = (),
+    extra_modules: tuple[str, ...] = (),
+    environ: Mapping[str, str],
+) -> JobNeeds:
+    """The env vars and modules one run of `job_name` needs, with `run_params` from its run config."""
+    pipeline = find_job_pipeline(project, job_name)
+    names: set[str] = set()
+    modules = list(BASE_MODULES)
+    if pipeline is not None:
+        params = effective_params(pipeline.params, run_params, environ)
+        names |= {key for key in environ if _declared_param_env(key, pipeline)}
+        recording = _RecordingEnviron(environ)
+        profiles = load_profiles(project.connections_file) if project.connections_file.exists() else None
+        for step in pipeline.steps:
+            component, config = check_step(pipeline, step, params)
+            if not component.connection_families or profiles is None:
+                continue
+            family, alias = connection_choice(
+                component, config, file=str(pipeline.file), field=step.field_prefix, connections=profiles
+            )
+            modules.extend(FAMILY_MODULES.get(family, ()))
+            # An unset variable fails the run in the sandbox, with the same message as locally.
+            with contextlib.suppress(InputError):
+                profiles.resolve(family, str(alias), recording)
+        names |= recording.names
+    names |= set(passthrough)
+    env = {name: environ[name] for name in sorted(names) if name in environ}
+    modules.extend(extra_modules)
+    return JobNeeds(env=env, modules=tuple(dict.fromkeys(modules)))
+
+
+def _declared_param_env(key: str, pipeline: Pipeline) -> bool:
+    if not key.startswith(PARAM_ENV_PREFIX):
+        return False
+    name = key[len(PARAM_ENV_PREFIX) :].upper()
+    return any(declared.upper() == name for declared in pipeline.params)
+
+
+def distributions_for(modules: tuple[str, ...] | list[str]) -> list[str]:
+    """pip requirement names for missing modules (top-level package of a dotted name)."""
+    return [MODULE_DISTRIBUTIONS.get(m.split(".")[0], m.split(".")[0]) for m in modules]

@@ -1,0 +1,206 @@
+"""`E2BRunLauncher`: every Dagster run in its own E2B sandbox, seen by the host as a local run.
+
+Configured only through ``dagster.yaml``::
+
+    run_launcher:
+      module: osiris_dagster.remote.launcher
+      class: E2BRunLauncher
+      config: {backend: local, python: python3, env_passthrough: [TZ]}
+
+`launch_run` returns at once: it writes the run's supervisor spec and starts a detached
+`RunSupervisor` process (``python -m osiris_dagster.remote.supervisor``, new session), which does
+the sandbox work and relays the run's events into this instance. Modelled on dagster-docker's
+launcher: the run is tagged (``e2b/supervisor_pid``, then ``e2b/sandbox_id``) and every step of
+the launch is an engine event. The E2B key is read from the environment, never from the config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Self
+
+from dagster import Array, Bool, Field, Int, Noneable, StringSource, serialize_value
+from dagster._core.launcher.base import (
+    CheckRunHealthResult,
+    LaunchRunContext,
+    RunLauncher,
+    WorkerStatus,
+)
+from dagster._core.storage.dagster_run import DagsterRun
+from dagster._serdes import ConfigurableClass, ConfigurableClassData
+
+from osiris_dagster.project import PROJECT_DIR_ENV
+from osiris_dagster.remote.settings import SandboxSettings
+from osiris_dagster.remote.supervisor import RunFiles
+from osiris_dagster.remote.tags import SANDBOX_ID_TAG, SUPERVISOR_PID_TAG
+from osiris_dagster.secrets import mask_text
+
+SUPERVISOR_MODULE = "osiris_dagster.remote.supervisor"
+
+
+class E2BRunLauncher(RunLauncher, ConfigurableClass):
+    def __init__(self, inst_data: ConfigurableClassData | None = None, **config: Any) -> None:
+        self._inst_data = inst_data
+        self.settings = SandboxSettings.from_config(config)
+        super().__init__()
+
+    @property
+    def inst_data(self) -> ConfigurableClassData | None:
+        return self._inst_data
+
+    @classmethod
+    def config_type(cls) -> dict[str, Field]:
+        return {
+            "backend": Field(
+                str, default_value="e2b", description="'e2b' (E2B cloud) or 'local' (local sandbox server)"
+            ),
+            "template": Field(Noneable(StringSource), is_required=False, description="E2B template name or id"),
+            "sandbox_timeout_s": Field(Int, default_value=3600, description="Sandbox lifetime cap, seconds"),
+            "cpu_count": Field(Noneable(Int), is_required=False, description="vCPUs (template build)"),
+            "memory_mb": Field(Noneable(Int), is_required=False, description="Memory in MB (template build)"),
+            "env_passthrough": Field(Array(str), default_value=[], description="Extra host env var names to pass"),
+            "install_deps": Field(Bool, default_value=False, description="pip-install missing modules in the sandbox"),
+            "wheel_dir": Field(Noneable(StringSource), is_required=False, description="Host dir of wheels to install"),
+            "pip_args": Field(Array(str), default_value=[], description="Extra pip arguments for install_deps"),
+            "python": Field(StringSource, default_value="python3", description="Interpreter inside the sandbox"),
+            "preflight_modules": Field(Array(str), default_value=[], description="Extra modules the run needs"),
+            "api_url": Field(Noneable(StringSource), is_required=False, description="E2B API URL (local: the server)"),
+            "sandbox_url": Field(Noneable(StringSource), is_required=False, description="envd URL (local: the server)"),
+            "create_attempts": Field(Int, default_value=4, description="Sandbox create attempts (transient errors)"),
+        }
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]) -> Self:
+        return cls(inst_data=inst_data, **config_value)
+
+    # -- launching -------------------------------------------------------------------
+    def launch_run(self, context: LaunchRunContext) -> None:
+        run = context.dagster_run
+        self.settings.sdk_kwargs()  # fail the launch now, with an actionable message, if unconfigured
+        files = RunFiles.for_run(self._instance.root_directory, run.run_id)
+        files.root.mkdir(parents=True, exist_ok=True)
+        spec = {
+            "run_id": run.run_id,
+            "settings": self.settings.to_json(),
+            "instance_ref": serialize_value(self._instance.get_ref()),
+            "project_dir": str(_project_dir(run)),
+            "launched_at": time.time(),
+        }
+        fd = os.open(files.spec, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(spec, handle)
+        with open(files.log, "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", SUPERVISOR_MODULE, str(files.root)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        # Reap it when it ends (the launching process may live on, e.g. the daemon).
+        threading.Thread(target=process.wait, name=f"reap-supervisor-{process.pid}", daemon=True).start()
+        self._instance.add_run_tags(run.run_id, {SUPERVISOR_PID_TAG: str(process.pid)})
+        self._instance.report_engine_event(
+            f"Started E2B run supervisor (pid {process.pid}, backend {self.settings.backend})",
+            run,
+            cls=self.__class__,
+        )
+
+    # -- cancel ---------------------------------------------------------------------
+    def terminate(self, run_id: str) -> bool:
+        run = self._instance.get_run_by_id(run_id)
+        if run is None or run.is_finished:
+            return False
+        self._instance.report_run_canceling(run)
+        pid = _supervisor_pid(run)
+        if pid is not None and _is_supervisor(pid):
+            os.kill(pid, signal.SIGTERM)
+            self._instance.report_engine_event(
+                "Asked the E2B run supervisor to cancel the run", run, cls=self.__class__
+            )
+            return True
+        # No supervisor (it died): kill the sandbox ourselves and end the run here.
+        self._kill_sandbox(run)
+        self._instance.report_run_canceled(run, "Canceled: the run's supervisor was not running.")
+        return True
+
+    def _kill_sandbox(self, run: DagsterRun) -> None:
+        sandbox_id = run.tags.get(SANDBOX_ID_TAG)
+        if not sandbox_id:
+            return
+        from e2b import Sandbox
+
+        try:
+            Sandbox.kill(sandbox_id, **self.settings.sdk_kwargs())
+        except Exception as error:  # best effort: it may be gone already
+            self._instance.report_engine_event(
+                f"Could not kill sandbox {sandbox_id}: {mask_text(str(error))}", run, cls=self.__class__
+            )
+
+    # -- run monitoring -------------------------------------------------------------
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
+        pid = _supervisor_pid(run)
+        worker_id = run.tags.get(SANDBOX_ID_TAG) or (str(pid) if pid else None)
+        if pid is None:
+            return CheckRunHealthResult(WorkerStatus.UNKNOWN, "no e2b/supervisor_pid tag", run_worker_id=worker_id)
+        if _is_supervisor(pid):
+            return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=worker_id)
+        run = self._instance.get_run_by_id(run.run_id) or run
+        if run.is_finished:
+            return CheckRunHealthResult(WorkerStatus.SUCCESS, run_worker_id=worker_id)
+        tail = RunFiles.for_run(self._instance.root_directory, run.run_id).log_tail(10)
+        return CheckRunHealthResult(
+            WorkerStatus.FAILED,
+            f"E2B run supervisor (pid {pid}) is gone; last log lines:\n{tail}",
+            run_worker_id=worker_id,
+        )
+
+    def get_run_worker_debug_info(self, run: DagsterRun, include_container_logs: bool | None = True) -> str | None:
+        files = RunFiles.for_run(self._instance.root_directory, run.run_id)
+        lines = [
+            f"supervisor pid: {run.tags.get(SUPERVISOR_PID_TAG)}",
+            f"sandbox id: {run.tags.get(SANDBOX_ID_TAG)}",
+            f"supervisor log: {files.log}",
+        ]
+        if include_container_logs:
+            lines += ["last log lines:", files.log_tail()]
+        return mask_text("\n".join(lines))
+
+
+def _project_dir(run: DagsterRun) -> Path:
+    """The project folder the run's code location was loaded from (where its files belong)."""
+    if os.environ.get(PROJECT_DIR_ENV):
+        return Path(os.environ[PROJECT_DIR_ENV]).resolve()
+    origin = run.job_code_origin
+    working_directory = getattr(origin.repository_origin.code_pointer, "working_directory", None) if origin else None
+    return Path(working_directory or os.getcwd()).resolve()
+
+
+def _supervisor_pid(run: DagsterRun) -> int | None:
+    value = run.tags.get(SUPERVISOR_PID_TAG)
+    return int(value) if value and value.isdigit() else None
+
+
+def _is_supervisor(pid: int) -> bool:
+    """Alive and really our supervisor (pids are reused); a zombie counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as stat:
+            if stat.read().rpartition(")")[2].split()[0] == "Z":
+                return False
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return SUPERVISOR_MODULE.encode() in cmdline.read()
+    except OSError:
+        return False

@@ -1,0 +1,85 @@
+"""What an E2B-backed run needs to know about its sandbox, as configured in `dagster.yaml`.
+
+One frozen value object shared by the launcher (which reads it from the instance config) and the
+per-run supervisor (which receives it as JSON). It deliberately holds no credential: the E2B key
+is read from the supervisor's environment (`E2B_API_KEY`) at the moment the SDK needs it, so it
+is never written into a file, a run tag or a process argument.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+Backend = Literal["e2b", "local"]
+
+E2B_API_KEY_ENV = "E2B_API_KEY"
+E2B_API_URL_ENV = "E2B_API_URL"
+E2B_SANDBOX_URL_ENV = "E2B_SANDBOX_URL"
+# The local sandbox server accepts any key; this is the one it documents.
+LOCAL_API_KEY = "e2b_local_sandbox"
+
+
+class SandboxConfigError(Exception):
+    """The launcher's configuration cannot reach a sandbox backend (the message says what to set)."""
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    backend: Backend = "e2b"
+    template: str | None = None
+    sandbox_timeout_s: int = 3600
+    # Template build resources: E2B fixes CPU and memory per template, not per sandbox.
+    cpu_count: int | None = None
+    memory_mb: int | None = None
+    env_passthrough: tuple[str, ...] = ()
+    install_deps: bool = False
+    wheel_dir: str | None = None
+    pip_args: tuple[str, ...] = ()
+    python: str = "python3"
+    # Extra modules the preflight must find (drivers the template should carry).
+    preflight_modules: tuple[str, ...] = ()
+    api_url: str | None = None
+    sandbox_url: str | None = None
+    create_attempts: int = 4
+    cancel_grace_s: float = 30.0
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> SandboxSettings:
+        values = dict(config)
+        for name in ("env_passthrough", "pip_args", "preflight_modules"):
+            values[name] = tuple(values.get(name) or ())
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in values.items() if k in known and v is not None})
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> SandboxSettings:
+        return cls.from_config(json.loads(text))
+
+    def sdk_kwargs(self, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Connection arguments for `Sandbox.create/connect/kill`, resolved from config then env."""
+        environ = os.environ if environ is None else environ
+        api_key = environ.get(E2B_API_KEY_ENV)
+        api_url = self.api_url or environ.get(E2B_API_URL_ENV)
+        sandbox_url = self.sandbox_url or environ.get(E2B_SANDBOX_URL_ENV)
+        if self.backend == "local":
+            if not api_url:
+                raise SandboxConfigError(
+                    "backend 'local' needs the sandbox server's URL: set run_launcher.config.api_url or "
+                    f"{E2B_API_URL_ENV} (printed by `osiris-dagster sandbox serve`)"
+                )
+            return {"api_key": api_key or LOCAL_API_KEY, "api_url": api_url, "sandbox_url": sandbox_url or api_url}
+        if not api_key:
+            raise SandboxConfigError(f"backend 'e2b' needs {E2B_API_KEY_ENV} in the environment of the launcher")
+        kwargs: dict[str, Any] = {"api_key": api_key}
+        if api_url:
+            kwargs["api_url"] = api_url
+        if sandbox_url:
+            kwargs["sandbox_url"] = sandbox_url
+        return kwargs

@@ -1,0 +1,449 @@
+"""The host-side process that owns ONE remote run from sandbox creation to sandbox kill.
+
+`E2BRunLauncher.launch_run` must return at once (`dagster job launch` exits right after it, the
+daemon launches many runs), so each run gets a detached ``python -m
+osiris_dagster.remote.supervisor <run dir>`` process in its own session. It:
+
+1. works out what the run needs (least-privilege env, preflight modules — `job_needs`);
+2. creates the sandbox with the real `e2b` SDK, retrying transient failures (rate limit, 5xx,
+   "sandbox not found", timeouts) with exponential backoff and jitter;
+3. uploads ONE bundle and starts the worker in the background with ``timeout=0`` (any other
+   value makes envd kill a long run), relaying its stdout through `EventRelay`;
+4. downloads ONE result archive, unpacks it safely into the project, copies compute logs into
+   the host's storage, appends the remote-only events and metrics to the session directory;
+5. kills the sandbox — in every outcome, including cancel and its own failure.
+
+SIGTERM (sent by `E2BRunLauncher.terminate`) asks the worker to cancel the run; the relayed
+RUN_CANCELED ends it on the host. If the worker does not answer within ``cancel_grace_s`` the
+sandbox is killed and the run is marked CANCELED from here.
+
+Its stdout/stderr go to ``supervisor.log`` in the run directory, masked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shlex
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from e2b import CommandExitException, Sandbox
+from e2b.exceptions import (
+    NotFoundException,
+    RateLimitException,
+    SandboxException,
+    ServiceBusyException,
+    TimeoutException,
+)
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from osiris_dagster.project import ProjectLayout
+from osiris_dagster.remote import relay_protocol as protocol
+from osiris_dagster.remote.settings import SandboxSettings
+from osiris_dagster.remote.tags import SANDBOX_ID_TAG, SANDBOX_METADATA_RUN_ID
+from osiris_dagster.secrets import MaskingLogFilter, is_secret_key, mask_text, register_secret
+
+log = logging.getLogger("osiris_dagster.remote.supervisor")
+
+WORKER_MODULE = "osiris_dagster.remote.worker"
+_STDERR_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The supervisor's own files for one run, under ``<DAGSTER_HOME>/e2b/<run id>/``."""
+
+    root: Path
+
+    @classmethod
+    def for_run(cls, instance_root: str | os.PathLike[str], run_id: str) -> RunFiles:
+        return cls(Path(instance_root) / "e2b" / run_id)
+
+    @property
+    def spec(self) -> Path:
+        return self.root / "supervisor.json"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "supervisor.log"
+
+    @property
+    def relay_cursor(self) -> Path:
+        return self.root / "relay.cursor"
+
+    def log_tail(self, lines: int = _STDERR_TAIL_LINES) -> str:
+        if not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class _Outcome:
+    """What the supervisor learnt about the run, for the session log and the host run's end."""
+
+    sandbox_id: str | None = None
+    create_ms: int = 0
+    overhead_ms: int | None = None
+    preflight: dict[str, Any] | None = None
+    installed: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    download: dict[str, int] | None = None
+    stderr_tail: list[str] = field(default_factory=list)
+
+
+class _StderrTail:
+    """Keeps the worker's last stderr lines (masked) and mirrors them to the supervisor log."""
+
+    def __init__(self) -> None:
+        self._partial = ""
+        self.lines: list[str] = []
+
+    def feed(self, chunk: str) -> None:
+        parts = (self._partial + chunk).split("\n")
+        self._partial = parts.pop()
+        for line in parts:
+            masked = mask_text(line)
+            log.info("sandbox: %s", masked)
+            self.lines = [*self.lines[-(_STDERR_TAIL_LINES - 1) :], masked]
+
+
+def _is_transient(error: BaseException) -> bool:
+    if isinstance(error, RateLimitException | NotFoundException | TimeoutException | ServiceBusyException):
+        return True
+    if isinstance(error, OSError):  # connection refused/reset on the way to the API
+        return True
+    return isinstance(error, SandboxException) and re.search(r"\b5\d\d\b", str(error)) is not None
+
+
+class RunSupervisor:
+    def __init__(
+        self,
+        instance: Any,
+        run_id: str,
+        settings: SandboxSettings,
+        project: ProjectLayout,
+        files: RunFiles,
+        launched_at: float,
+    ) -> None:
+        self.instance = instance
+        self.run_id = run_id
+        self.settings = settings
+        self.project = project
+        self.files = files
+        self.launched_at = launched_at
+        self._cancel = threading.Event()
+        self._outcome = _Outcome()
+
+    # -- the whole run -------------------------------------------------------------
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, lambda signum, frame: self._cancel.set())
+        run = self.instance.get_run_by_id(self.run_id)
+        if run is None or run.is_finished:
+            log.warning("run %s is missing or already finished; nothing to do", self.run_id)
+            return 0
+        sandbox: Sandbox | None = None
+        try:
+            sandbox = self._create_sandbox(run)
+            if not self._cancel.is_set():
+                self._execute(run, sandbox)
+        except Exception as error:  # reported on the run; the sandbox is still killed below
+            log.exception("supervisor failed")
+            self._outcome.error = mask_text(f"{type(error).__name__}: {error}")
+        finally:
+            if sandbox is not None:
+                self._kill(sandbox)
+            self._record_session()
+            self._finish_host_run()
+        return 0
+
+    def _create_sandbox(self, run: Any) -> Sandbox:
+        from dagster import serialize_value
+
+        from osiris_dagster.remote.bundle import build_bundle
+        from osiris_dagster.remote.job_needs import job_needs
+
+        needs = job_needs(
+            self.project,
+            run.job_name,
+            _run_params(run.run_config),
+            passthrough=self.settings.env_passthrough,
+            extra_modules=self.settings.preflight_modules,
+            environ=os.environ,
+        )
+        for name, value in needs.env.items():
+            if is_secret_key(name):
+                register_secret(value)
+        self._needs = needs
+        payload = {
+            "run": serialize_value(run),
+            "job_snapshot": serialize_value(self.instance.get_job_snapshot(run.job_snapshot_id)),
+            "plan_snapshot": serialize_value(self.instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)),
+        }
+        wheel_dir = Path(self.settings.wheel_dir) if self.settings.install_deps and self.settings.wheel_dir else None
+        self._bundle = build_bundle(self.project, payload, wheel_dir)
+        started = time.perf_counter()
+        template = self.settings.template
+        retrying = Retrying(
+            stop=stop_after_attempt(self.settings.create_attempts),
+            wait=wait_random_exponential(multiplier=0.25, max=8),
+            retry=retry_if_exception(_is_transient),
+            reraise=True,
+            before_sleep=lambda state: log.warning("sandbox create failed, retrying: %s", state.outcome.exception()),
+        )
+        sandbox = retrying(
+            Sandbox.create,
+            template=template,
+            timeout=self.settings.sandbox_timeout_s,
+            metadata={SANDBOX_METADATA_RUN_ID: self.run_id},
+            envs=needs.env,
+            **self.settings.sdk_kwargs(),
+        )
+        self._outcome.sandbox_id = sandbox.sandbox_id
+        self._outcome.create_ms = int((time.perf_counter() - started) * 1000)
+        self.instance.add_run_tags(self.run_id, {SANDBOX_ID_TAG: sandbox.sandbox_id})
+        self._engine_event(f"Sandbox {sandbox.sandbox_id} created ({self._outcome.create_ms} ms)")
+        return sandbox
+
+    def _execute(self, run: Any, sandbox: Sandbox) -> None:
+        from osiris_dagster.remote.bundle import BUNDLE_NAME, SANDBOX_DIR
+        from osiris_dagster.remote.event_relay import EventRelay
+        from osiris_dagster.remote.job_needs import distributions_for
+
+        sandbox.files.write(f"{SANDBOX_DIR}/{BUNDLE_NAME}", self._bundle)
+        install = None
+        if self.settings.install_deps:
+            install = {"requirements": distributions_for(self._needs.modules), "pip_args": list(self.settings.pip_args)}
+        spec = {"modules": list(self._needs.modules), "install": install}
+        command = (
+            f"tar xzf {BUNDLE_NAME} && "
+            'PYTHONPATH="$PWD/code" DAGSTER_HOME="$PWD/dagster_home" OSIRIS_PROJECT_DIR="$PWD/project" '
+            f"exec {shlex.quote(self.settings.python)} -m {WORKER_MODULE}"
+        )
+        relay = EventRelay(self.instance, self.files.relay_cursor, on_control=self._on_control)
+        stderr = _StderrTail()
+        # The sync SDK ignores on_stdout/on_stderr for background commands: they go to wait().
+        handle = sandbox.commands.run(
+            command,
+            background=True,
+            timeout=0,
+            cwd=SANDBOX_DIR,
+            envs={"OSIRIS_WORKER_SPEC": json.dumps(spec), "OSIRIS_SANDBOX_ID": sandbox.sandbox_id},
+            retain_output=False,
+        )
+        stream = threading.Thread(target=self._wait, args=(handle, relay, stderr), name="sandbox-stream", daemon=True)
+        stream.start()
+        cancel_deadline: float | None = None
+        while stream.is_alive():
+            if self._cancel.is_set() and cancel_deadline is None:
+                cancel_deadline = time.monotonic() + self.settings.cancel_grace_s
+                self._request_cancel(sandbox)
+            if cancel_deadline is not None and time.monotonic() > cancel_deadline:
+                log.warning(
+                    "worker did not stop within %.0f s of the cancel; killing the sandbox", self.settings.cancel_grace_s
+                )
+                break
+            stream.join(0.1)
+        self._outcome.stderr_tail = stderr.lines
+        if self._outcome.result is not None and not self._cancel_timed_out(cancel_deadline):
+            self._download(sandbox, f"{SANDBOX_DIR}/{self._outcome.result['name']}")
+
+    @staticmethod
+    def _cancel_timed_out(deadline: float | None) -> bool:
+        return deadline is not None and time.monotonic() > deadline
+
+    def _wait(self, handle: Any, relay: Any, stderr: _StderrTail) -> None:
+        try:
+            result = handle.wait(on_stdout=relay.feed, on_stderr=stderr.feed)
+            self._outcome.exit_code = result.exit_code
+        except CommandExitException as exit_:
+            self._outcome.exit_code = exit_.exit_code
+        except Exception as error:  # the sandbox died under the run (killed, expired, unreachable)
+            self._outcome.error = mask_text(f"the sandbox stopped during the run: {type(error).__name__}: {error}")
+        finally:
+            relay.close()
+
+    def _on_control(self, kind: str, payload: dict[str, Any]) -> None:
+        if kind == protocol.PREFLIGHT:
+            self._outcome.preflight = payload
+        elif kind == protocol.INSTALLED:
+            self._outcome.installed = payload
+        elif kind == protocol.STARTED:
+            self._outcome.overhead_ms = int((time.time() - self.launched_at) * 1000)
+        elif kind == protocol.RESULT:
+            self._outcome.result = payload
+
+    def _request_cancel(self, sandbox: Sandbox) -> None:
+        from osiris_dagster.remote.bundle import SANDBOX_DIR
+        from osiris_dagster.remote.worker import PID_FILE
+
+        log.info("cancel requested: asking the worker to stop the run")
+        try:
+            sandbox.commands.run(f"kill -TERM $(cat {PID_FILE})", cwd=SANDBOX_DIR, timeout=10)
+        except Exception as error:
+            log.warning("could not signal the worker: %s", mask_text(str(error)))
+
+    def _download(self, sandbox: Sandbox, path: str) -> None:
+        from osiris_dagster.remote.compute_logs import store_compute_logs
+        from osiris_dagster.remote.result_archive import unpack_result
+
+        started = time.perf_counter()
+        data = bytes(sandbox.files.read(path, format="bytes"))
+        unpacked = unpack_result(data, self.project.root)
+        store_compute_logs(self.instance, self.run_id, unpacked.compute_logs)
+        elapsed = int((time.perf_counter() - started) * 1000)
+        self._outcome.download = {"files": unpacked.files, "bytes": unpacked.bytes, "duration_ms": elapsed}
+
+    def _kill(self, sandbox: Sandbox) -> None:
+        try:
+            sandbox.kill()
+        except Exception as error:  # already gone is fine; anything else is logged, not raised
+            log.warning("killing sandbox %s: %s", sandbox.sandbox_id, mask_text(str(error)))
+        self._engine_event(f"Sandbox {sandbox.sandbox_id} killed")
+
+    # -- the host's records ----------------------------------------------------------
+    def _record_session(self) -> None:
+        """Append the remote-only events and metrics (the schema's `x-remote-only` names)."""
+        from osiris_dagster.session.session_log import SessionLog
+
+        outcome = self._outcome
+        if outcome.sandbox_id is None:
+            return
+        session = SessionLog(self.project.session_dir(self.run_id))
+        session.event(
+            "sandbox_created",
+            sandbox_id=outcome.sandbox_id,
+            template=self.settings.template or "base",
+            duration_ms=outcome.create_ms,
+        )
+        if outcome.preflight is not None:
+            session.event("dependency_check", **outcome.preflight)
+        if outcome.installed is not None:
+            session.event("dependency_installed", **outcome.installed)
+        if outcome.overhead_ms is not None:
+            session.metric("e2b_overhead_ms", outcome.overhead_ms)
+        if outcome.download is not None:
+            session.event("artifacts_downloaded", **outcome.download)
+            session.metric("artifacts_copy_ms", outcome.download["duration_ms"])
+            session.metric("artifacts_files_total", outcome.download["files"])
+            session.metric("artifacts_bytes_total", outcome.download["bytes"])
+        session.event("sandbox_killed", sandbox_id=outcome.sandbox_id)
+        if not session.status_file.exists():
+            self._write_failed_status(session)
+
+    def _write_failed_status(self, session: Any) -> None:
+        """A run that never started in the sandbox still leaves a status.json saying why."""
+        from datetime import UTC, datetime
+
+        run = self.instance.get_run_by_id(self.run_id)
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        session.write_status(
+            {
+                "session": session.session,
+                "run_id": self.run_id,
+                "pipeline": run.tags.get("osiris/pipeline", run.job_name) if run else "",
+                "job": run.job_name if run else "",
+                "ok": False,
+                "exit_code": 1,
+                "reason": self._failure_message(),
+                "steps_total": 0,
+                "steps_completed": 0,
+                "steps_failed": [],
+                "sandbox_id": self._outcome.sandbox_id,
+                "started_at": datetime.fromtimestamp(self.launched_at, UTC).isoformat().replace("+00:00", "Z"),
+                "finished_at": now,
+                "duration_ms": int((time.time() - self.launched_at) * 1000),
+            }
+        )
+
+    def _failure_message(self) -> str:
+        outcome = self._outcome
+        missing = (outcome.installed or {}).get("still_missing") or (outcome.preflight or {}).get("missing")
+        if outcome.exit_code == 3 and missing:
+            return (
+                f"the sandbox's Python lacks the module(s) {', '.join(missing)}. Fix: use a template that has them "
+                "(run_launcher.config.template; `osiris-dagster e2b template build`), or set "
+                "run_launcher.config.install_deps: true (with wheel_dir for offline installs)."
+            )
+        if outcome.error:
+            return outcome.error
+        tail = "\n".join(outcome.stderr_tail[-15:])
+        return f"the sandbox worker exited with code {outcome.exit_code} before the run finished" + (
+            f"; last stderr lines:\n{tail}" if tail else ""
+        )
+
+    def _finish_host_run(self) -> None:
+        run = self.instance.get_run_by_id(self.run_id)
+        if run is None or run.is_finished:
+            return
+        if self._cancel.is_set():
+            self.instance.report_run_canceled(run, "Canceled: the sandbox was stopped.")
+        else:
+            self.instance.report_run_failed(run, mask_text(self._failure_message()))
+
+    def _engine_event(self, message: str) -> None:
+        from osiris_dagster.remote.launcher import E2BRunLauncher
+
+        run = self.instance.get_run_by_id(self.run_id)
+        if run is not None:
+            self.instance.report_engine_event(message, run, cls=E2BRunLauncher)
+
+
+def _run_params(run_config: dict[str, Any]) -> dict[str, Any]:
+    """`${params.x}` values given in run config (`resources.osiris_params.config.values`)."""
+    resource = (run_config or {}).get("resources", {}).get("osiris_params", {})
+    return dict((resource.get("config") or {}).get("values") or {})
+
+
+class _MaskedStream:
+    """stdout/stderr of the supervisor: every write masked (tracebacks included)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(mask_text(text))
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def main(argv: list[str]) -> int:
+    from dagster import DagsterInstance, deserialize_value
+    from dagster._core.instance.ref import InstanceRef
+
+    files = RunFiles(Path(argv[0]))
+    sys.stdout = _MaskedStream(sys.stdout)  # type: ignore[assignment]
+    sys.stderr = _MaskedStream(sys.stderr)  # type: ignore[assignment]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.addFilter(MaskingLogFilter())
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    log.setLevel(logging.INFO)
+    spec = json.loads(files.spec.read_text(encoding="utf-8"))
+    instance = DagsterInstance.from_ref(deserialize_value(spec["instance_ref"], InstanceRef))
+    supervisor = RunSupervisor(
+        instance,
+        spec["run_id"],
+        SandboxSettings.from_json(spec["settings"]),
+        ProjectLayout.discover(spec["project_dir"]),
+        files,
+        spec["launched_at"],
+    )
+    return supervisor.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

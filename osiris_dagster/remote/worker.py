@@ -1,0 +1,215 @@
+"""The sandbox side of a remote run: preflight, seed, `dagster api execute_run`, relay, pack.
+
+Started by the supervisor as ``python -m osiris_dagster.remote.worker`` in ``~/osiris`` (where
+the bundle was extracted). Its stdout carries only `relay_protocol` lines; everything else goes
+to stderr. In order:
+
+1. **Preflight** (standard library only, so it works in a sandbox without Dagster): find the
+   modules the run needs; with ``install_deps`` pip-install the missing ones from the uploaded
+   wheels; if some are still missing, exit 3 within seconds, naming them and both fixes.
+2. **Seed** a sandbox-local sqlite ``DAGSTER_HOME`` with the job and plan snapshots and the run,
+   its origin rewritten to this sandbox's interpreter and project folder.
+3. **Execute** the stock ``dagster api execute_run`` in a forked child. Forking after Dagster and
+   the code location are imported saves a second interpreter start-up (~1.5 s on 2 cores); the
+   child's stdout is pointed at stderr so it can never tear a protocol line.
+4. **Relay**: tail ``get_records_for_run`` in storage-id order and print each ``EventLogEntry``.
+5. **Pack** the session dir, the outputs the run reported and the compute logs into one archive.
+
+On SIGTERM (the supervisor's cancel) the local run is marked CANCELING *before* the child is
+interrupted, so Dagster ends it as CANCELED rather than "interrupted unexpectedly".
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from osiris_dagster.remote import relay_protocol as protocol
+
+EXIT_MISSING_DEPENDENCIES = 3
+PID_FILE = "worker.pid"
+_POLL_S = 0.02
+_BATCH = 2000
+
+
+def _emit(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _log(message: str) -> None:
+    print(f"[osiris worker] {message}", file=sys.stderr, flush=True)
+
+
+def preflight(modules: list[str], install: dict[str, Any] | None, python: str) -> list[str]:
+    """Check (and optionally install) the run's modules; return those still missing."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    _emit(
+        protocol.control_line(
+            protocol.PREFLIGHT, {"missing": missing, "present": [m for m in modules if m not in missing]}
+        )
+    )
+    if missing and install is not None:
+        requirements = install["requirements"]
+        command = [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", *install["pip_args"]]
+        if Path("wheels").is_dir():
+            command += ["--no-index", "--find-links", "wheels"]
+        _log(f"installing {' '.join(requirements)}")
+        subprocess.run([*command, *requirements], stdout=sys.stderr, stderr=sys.stderr, check=False)
+        importlib.invalidate_caches()
+        still = [m for m in missing if importlib.util.find_spec(m) is None]
+        _emit(
+            protocol.control_line(
+                protocol.INSTALLED, {"now_present": [m for m in missing if m not in still], "still_missing": still}
+            )
+        )
+        missing = still
+    return missing
+
+
+def seed_instance(payload: dict[str, str], project_dir: Path) -> tuple[str, Any]:
+    """Add the snapshots and the run (origin rewritten to sandbox paths) to the local instance."""
+    from dagster import DagsterInstance, deserialize_value
+    from dagster._core.snap import ExecutionPlanSnapshot, JobSnap
+    from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
+
+    run = deserialize_value(payload["run"], DagsterRun)
+    origin = run.job_code_origin
+    if origin is not None:
+        repository = origin.repository_origin
+        pointer = repository.code_pointer
+        if hasattr(pointer, "working_directory"):
+            pointer = pointer._replace(working_directory=str(project_dir))
+        repository = repository._replace(executable_path=sys.executable, code_pointer=pointer)
+        origin = origin._replace(repository_origin=repository)
+    run = run.with_status(DagsterRunStatus.STARTING)._replace(job_code_origin=origin)
+    with DagsterInstance.get() as instance:
+        instance.add_snapshot(deserialize_value(payload["job_snapshot"], JobSnap))
+        instance.add_snapshot(deserialize_value(payload["plan_snapshot"], ExecutionPlanSnapshot))
+        instance.add_run(run)
+    return run.run_id, origin
+
+
+def _execute_run_child(run_id: str, origin: Any) -> None:
+    """In the forked child: the stock `dagster api execute_run`, never returning."""
+    code = 1
+    try:
+        os.dup2(2, 1)
+        from dagster._cli.api import execute_run_command
+        from dagster._grpc.types import ExecuteRunArgs
+        from dagster._serdes import serialize_value
+
+        args = serialize_value(ExecuteRunArgs(job_origin=origin, run_id=run_id, instance_ref=None))
+        execute_run_command.main(args=[args], prog_name="dagster api execute_run", standalone_mode=False)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    except BaseException as error:  # report, then leave: the parent relays whatever was stored
+        _log(f"execute_run failed: {type(error).__name__}: {error}")
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def relay_and_wait(run_id: str, child: int) -> int:
+    """Print every stored event of the run until the child exits and the log is drained."""
+    from dagster import DagsterInstance
+    from dagster._serdes import serialize_value
+
+    exit_code: int | None = None
+    cursor: str | None = None
+    with DagsterInstance.get() as instance:
+        cancel_requested: list[int] = []
+        signal.signal(signal.SIGTERM, lambda signum, frame: cancel_requested.append(signum))
+        while True:
+            if cancel_requested and exit_code is None:
+                cancel_requested.clear()
+                _cancel(instance, run_id, child)
+            if exit_code is None:
+                pid, status = os.waitpid(child, os.WNOHANG)
+                if pid:
+                    exit_code = os.waitstatus_to_exitcode(status)
+            connection = instance.get_records_for_run(run_id, cursor=cursor, limit=_BATCH)
+            if connection.records:
+                _emit(
+                    "".join(
+                        protocol.event_line(r.storage_id, serialize_value(r.event_log_entry))
+                        for r in connection.records
+                    )
+                )
+                cursor = connection.cursor
+            if connection.has_more:
+                continue
+            if exit_code is not None:
+                return exit_code
+            time.sleep(_POLL_S)
+
+
+def _cancel(instance: Any, run_id: str, child: int) -> None:
+    from dagster._core.events import DagsterEvent, DagsterEventType
+
+    run = instance.get_run_by_id(run_id)
+    if run is not None and not run.is_finished:
+        # Status only (no stored event): the host already recorded its own CANCELING.
+        event = DagsterEvent(DagsterEventType.PIPELINE_CANCELING.value, job_name=run.job_name)
+        instance.run_storage.handle_run_event(run_id, event)
+    _log("cancel requested: run marked CANCELING, interrupting execute_run")
+    os.kill(child, signal.SIGINT)
+
+
+def pack(run_id: str, project_dir: Path, dagster_home: Path) -> None:
+    from osiris_dagster.project import ProjectLayout
+    from osiris_dagster.remote.result_archive import RESULT_NAME, output_paths, pack_result
+
+    session_dir = ProjectLayout.discover(project_dir).session_dir(run_id)
+    archive = Path(RESULT_NAME).resolve()
+    files = pack_result(
+        archive,
+        project_dir,
+        session_dir,
+        output_paths(session_dir / "events.jsonl"),
+        dagster_home / "storage" / run_id / "compute_logs",
+    )
+    _emit(
+        protocol.control_line(protocol.RESULT, {"name": RESULT_NAME, "files": files, "bytes": archive.stat().st_size})
+    )
+
+
+def main() -> int:
+    spec = json.loads(os.environ["OSIRIS_WORKER_SPEC"])
+    Path(PID_FILE).write_text(str(os.getpid()))
+    missing = preflight(spec["modules"], spec.get("install"), sys.executable)
+    if missing:
+        _log(
+            "missing Python modules in the sandbox: " + ", ".join(missing) + ". Fix: use a template that has them "
+            "(run_launcher.config.template, see `osiris-dagster e2b template build`), or set "
+            "run_launcher.config.install_deps: true (with wheel_dir for offline installs)."
+        )
+        return EXIT_MISSING_DEPENDENCIES
+    project_dir = Path("project").resolve()
+    dagster_home = Path(os.environ["DAGSTER_HOME"])
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    payload = json.loads(Path("run/payload.json").read_text(encoding="utf-8"))
+    run_id, origin = seed_instance(payload, project_dir)
+    import osiris_dagster.definitions  # noqa: F401  (the code location, loaded once before the fork)
+
+    _emit(protocol.control_line(protocol.STARTED, {}))
+    child = os.fork()
+    if child == 0:
+        _execute_run_child(run_id, origin)
+    exit_code = relay_and_wait(run_id, child)
+    pack(run_id, project_dir, dagster_home)
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
