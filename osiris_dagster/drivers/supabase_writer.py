@@ -71,8 +71,13 @@ CONFIG_SCHEMA: dict[str, Any] = {
     "allOf": [
         {"not": {"required": ["primary_key", "key_columns"]}},
         {
-            "if": {"required": ["write_mode"], "properties": {"write_mode": {"enum": ["upsert", "replace"]}}},
-            "then": {"anyOf": [{"required": ["primary_key"]}, {"required": ["key_columns"]}]},
+            # Spelled as "no primary_key -> key_columns required" so the loader's message names the field.
+            "if": {
+                "required": ["write_mode"],
+                "properties": {"write_mode": {"enum": ["upsert", "replace"]}},
+                "not": {"required": ["primary_key"]},
+            },
+            "then": {"required": ["key_columns"]},
         },
     ],
 }
