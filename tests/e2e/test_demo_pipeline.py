@@ -44,7 +44,7 @@ def assert_materialized(home: str, run_id: str) -> None:
             meta = extracted.asset_materialization.metadata
             rows = meta["rows_read"].value
             assert rows > 0 and meta["dagster/row_count"].value == rows
-            assert [c.name for c in meta["dagster/column_schema"].value.columns][0] in {"id", "movie_id"}
+            assert meta["dagster/column_schema"].value.columns[0].name in {"id", "movie_id"}
             assert meta["path"].value == f".osiris/staging/{JOB}/extract-{table.replace('_', '-')}.arrow"
             assert meta["bytes"].value > 0
             out = written.asset_materialization.metadata

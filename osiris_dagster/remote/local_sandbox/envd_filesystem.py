@@ -56,9 +56,7 @@ def entry_info(sandbox: Sandbox, host: Path) -> dict[str, Any]:
     info["owner"] = _user_name(st.st_uid)
     info["group"] = _group_name(st.st_gid)
     info["modifiedTime"] = (
-        dt.datetime.fromtimestamp(st.st_mtime, tz=dt.UTC)
-        .isoformat(timespec="microseconds")
-        .replace("+00:00", "Z")
+        dt.datetime.fromtimestamp(st.st_mtime, tz=dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
     )
     return info
 

@@ -141,9 +141,7 @@ def stream_events(
                         process.kill()
                     error = ConnectError(
                         "deadline_exceeded",
-                        "the command timed out and was killed"
-                        if kill_on_deadline
-                        else "the stream timed out",
+                        "the command timed out and was killed" if kill_on_deadline else "the stream timed out",
                     )
                     exchange.write_chunk(end_of_stream(error))
                     break

@@ -74,9 +74,7 @@ def _timeout(body: dict[str, Any], default: int = DEFAULT_TIMEOUT_S) -> int:
 def _str_map(value: Any, name: str) -> dict[str, str]:
     if value is None:
         return {}
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise ValueError(f"{name} must be an object of strings")
     return dict(value)
 
@@ -152,8 +150,7 @@ def _metadata_filter(raw: str | None) -> dict[str, str]:
     if not raw:
         return {}
     return {
-        urllib.parse.unquote(k): urllib.parse.unquote(v)
-        for k, v in urllib.parse.parse_qsl(raw, keep_blank_values=True)
+        urllib.parse.unquote(k): urllib.parse.unquote(v) for k, v in urllib.parse.parse_qsl(raw, keep_blank_values=True)
     }
 
 

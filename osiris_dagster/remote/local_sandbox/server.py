@@ -134,9 +134,7 @@ def _route(exchange: Exchange, registry: SandboxRegistry) -> None:
         if method in ("Start", "Connect"):
             return _process_stream(exchange, sandbox, method)
     exchange.drain()
-    exchange.send_json(
-        404, {"code": "unimplemented", "message": f"{exchange.method} {path} is not implemented"}
-    )
+    exchange.send_json(404, {"code": "unimplemented", "message": f"{exchange.method} {path} is not implemented"})
 
 
 def _unary(exchange: Exchange, sandbox: Sandbox, method: Any) -> None:
