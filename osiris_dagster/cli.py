@@ -197,8 +197,12 @@ def logs_show(project: ProjectLayout, run: str) -> None:
 def _add_optional_groups() -> None:
     """Command groups that live beside their feature (the sandbox server, the launcher)."""
     from osiris_dagster.remote.local_sandbox.cli import sandbox
+    from osiris_dagster.remote.template import e2b_group
+    from osiris_dagster.session.parity import parity_command
 
     cli.add_command(sandbox)
+    cli.add_command(e2b_group)
+    cli.add_command(parity_command)
 
 
 _add_optional_groups()

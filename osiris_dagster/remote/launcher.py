@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from dagster import Array, Bool, Field, Int, Noneable, StringSource, serialize_value
+from dagster import _check as check
 from dagster._core.launcher.base import (
     CheckRunHealthResult,
     LaunchRunContext,
@@ -38,8 +39,8 @@ from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
 from osiris_dagster.project import PROJECT_DIR_ENV
+from osiris_dagster.remote.run_files import RunFiles
 from osiris_dagster.remote.settings import SandboxSettings
-from osiris_dagster.remote.supervisor import RunFiles
 from osiris_dagster.remote.tags import SANDBOX_ID_TAG, SUPERVISOR_PID_TAG
 from osiris_dagster.secrets import mask_text
 
@@ -87,8 +88,18 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
         self.settings.sdk_kwargs()  # fail the launch now, with an actionable message, if unconfigured
         files = RunFiles.for_run(self._instance.root_directory, run.run_id)
         files.root.mkdir(parents=True, exist_ok=True)
+        instance = self._instance
         spec = {
             "run_id": run.run_id,
+            "job_name": run.job_name,
+            "run_params": _run_params(run.run_config),
+            "payload": {
+                "run": serialize_value(run),
+                "job_snapshot": serialize_value(instance.get_job_snapshot(check.not_none(run.job_snapshot_id))),
+                "plan_snapshot": serialize_value(
+                    instance.get_execution_plan_snapshot(check.not_none(run.execution_plan_snapshot_id))
+                ),
+            },
             "settings": self.settings.to_json(),
             "instance_ref": serialize_value(self._instance.get_ref()),
             "project_dir": str(_project_dir(run)),
@@ -187,6 +198,12 @@ def _project_dir(run: DagsterRun) -> Path:
     origin = run.job_code_origin
     working_directory = getattr(origin.repository_origin.code_pointer, "working_directory", None) if origin else None
     return Path(working_directory or os.getcwd()).resolve()
+
+
+def _run_params(run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """`${params.x}` values given in run config (`resources.osiris_params.config.values`)."""
+    resource = (run_config or {}).get("resources", {}).get("osiris_params", {})
+    return dict((resource.get("config") or {}).get("values") or {})
 
 
 def _supervisor_pid(run: DagsterRun) -> int | None:

@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -47,6 +48,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_rand
 
 from osiris_dagster.project import ProjectLayout
 from osiris_dagster.remote import relay_protocol as protocol
+from osiris_dagster.remote.run_files import RunFiles
 from osiris_dagster.remote.settings import SandboxSettings
 from osiris_dagster.remote.tags import SANDBOX_ID_TAG, SANDBOX_METADATA_RUN_ID
 from osiris_dagster.secrets import MaskingLogFilter, is_secret_key, mask_text, register_secret
@@ -55,34 +57,6 @@ log = logging.getLogger("osiris_dagster.remote.supervisor")
 
 WORKER_MODULE = "osiris_dagster.remote.worker"
 _STDERR_TAIL_LINES = 40
-
-
-@dataclass(frozen=True)
-class RunFiles:
-    """The supervisor's own files for one run, under ``<DAGSTER_HOME>/e2b/<run id>/``."""
-
-    root: Path
-
-    @classmethod
-    def for_run(cls, instance_root: str | os.PathLike[str], run_id: str) -> RunFiles:
-        return cls(Path(instance_root) / "e2b" / run_id)
-
-    @property
-    def spec(self) -> Path:
-        return self.root / "supervisor.json"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "supervisor.log"
-
-    @property
-    def relay_cursor(self) -> Path:
-        return self.root / "relay.cursor"
-
-    def log_tail(self, lines: int = _STDERR_TAIL_LINES) -> str:
-        if not self.log.exists():
-            return ""
-        return "\n".join(self.log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
 
 
 @dataclass
@@ -125,37 +99,68 @@ def _is_transient(error: BaseException) -> bool:
     return isinstance(error, SandboxException) and re.search(r"\b5\d\d\b", str(error)) is not None
 
 
+@dataclass(frozen=True)
+class RunSpec:
+    """What the launcher hands the supervisor (``supervisor.json``, mode 0600).
+
+    The launcher already holds the run and its snapshots in memory, so it serializes them here:
+    the supervisor can then create the sandbox and start the worker before it imports Dagster
+    (~1 s), and imports it while the sandbox boots.
+    """
+
+    run_id: str
+    job_name: str
+    run_params: dict[str, Any]
+    payload: dict[str, str]
+    instance_ref: str
+    settings: SandboxSettings
+    project: ProjectLayout
+    launched_at: float
+
+    @classmethod
+    def read(cls, path: Path) -> RunSpec:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+        return cls(
+            run_id=spec["run_id"],
+            job_name=spec["job_name"],
+            run_params=spec["run_params"],
+            payload=spec["payload"],
+            instance_ref=spec["instance_ref"],
+            settings=SandboxSettings.from_json(spec["settings"]),
+            project=ProjectLayout.discover(spec["project_dir"]),
+            launched_at=spec["launched_at"],
+        )
+
+
 class RunSupervisor:
-    def __init__(
-        self,
-        instance: Any,
-        run_id: str,
-        settings: SandboxSettings,
-        project: ProjectLayout,
-        files: RunFiles,
-        launched_at: float,
-    ) -> None:
-        self.instance = instance
-        self.run_id = run_id
-        self.settings = settings
-        self.project = project
+    def __init__(self, spec: RunSpec, files: RunFiles) -> None:
+        self.spec = spec
+        self.run_id = spec.run_id
+        self.settings = spec.settings
+        self.project = spec.project
         self.files = files
-        self.launched_at = launched_at
         self._cancel = threading.Event()
         self._outcome = _Outcome()
+
+    @cached_property
+    def instance(self) -> Any:
+        from dagster import DagsterInstance, deserialize_value
+        from dagster._core.instance.ref import InstanceRef
+
+        return DagsterInstance.from_ref(deserialize_value(self.spec.instance_ref, InstanceRef))
 
     # -- the whole run -------------------------------------------------------------
     def run(self) -> int:
         signal.signal(signal.SIGTERM, lambda signum, frame: self._cancel.set())
-        run = self.instance.get_run_by_id(self.run_id)
-        if run is None or run.is_finished:
-            log.warning("run %s is missing or already finished; nothing to do", self.run_id)
-            return 0
         sandbox: Sandbox | None = None
         try:
-            sandbox = self._create_sandbox(run)
-            if not self._cancel.is_set():
-                self._execute(run, sandbox)
+            sandbox = self._create_sandbox()
+            handle = None if self._cancel.is_set() else self._start_worker(sandbox)
+            # Dagster is first needed here; importing it now overlaps the worker's start-up.
+            self.instance.add_run_tags(self.run_id, {SANDBOX_ID_TAG: sandbox.sandbox_id})
+            self._engine_event(f"Sandbox {sandbox.sandbox_id} created ({self._outcome.create_ms} ms)")
+            if handle is not None:
+                self._follow(sandbox, handle)
         except Exception as error:  # reported on the run; the sandbox is still killed below
             log.exception("supervisor failed")
             self._outcome.error = mask_text(f"{type(error).__name__}: {error}")
@@ -166,33 +171,21 @@ class RunSupervisor:
             self._finish_host_run()
         return 0
 
-    def _create_sandbox(self, run: Any) -> Sandbox:
-        from dagster import serialize_value
-
-        from osiris_dagster.remote.bundle import build_bundle
+    def _create_sandbox(self) -> Sandbox:
         from osiris_dagster.remote.job_needs import job_needs
 
-        needs = job_needs(
+        self._needs = job_needs(
             self.project,
-            run.job_name,
-            _run_params(run.run_config),
+            self.spec.job_name,
+            self.spec.run_params,
             passthrough=self.settings.env_passthrough,
             extra_modules=self.settings.preflight_modules,
             environ=os.environ,
         )
-        for name, value in needs.env.items():
+        for name, value in self._needs.env.items():
             if is_secret_key(name):
                 register_secret(value)
-        self._needs = needs
-        payload = {
-            "run": serialize_value(run),
-            "job_snapshot": serialize_value(self.instance.get_job_snapshot(run.job_snapshot_id)),
-            "plan_snapshot": serialize_value(self.instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)),
-        }
-        wheel_dir = Path(self.settings.wheel_dir) if self.settings.install_deps and self.settings.wheel_dir else None
-        self._bundle = build_bundle(self.project, payload, wheel_dir)
         started = time.perf_counter()
-        template = self.settings.template
         retrying = Retrying(
             stop=stop_after_attempt(self.settings.create_attempts),
             wait=wait_random_exponential(multiplier=0.25, max=8),
@@ -202,44 +195,51 @@ class RunSupervisor:
         )
         sandbox = retrying(
             Sandbox.create,
-            template=template,
+            template=self.settings.template,
             timeout=self.settings.sandbox_timeout_s,
             metadata={SANDBOX_METADATA_RUN_ID: self.run_id},
-            envs=needs.env,
+            envs=self._needs.env,
             **self.settings.sdk_kwargs(),
         )
         self._outcome.sandbox_id = sandbox.sandbox_id
         self._outcome.create_ms = int((time.perf_counter() - started) * 1000)
-        self.instance.add_run_tags(self.run_id, {SANDBOX_ID_TAG: sandbox.sandbox_id})
-        self._engine_event(f"Sandbox {sandbox.sandbox_id} created ({self._outcome.create_ms} ms)")
+        log.info("sandbox %s created in %d ms", sandbox.sandbox_id, self._outcome.create_ms)
         return sandbox
 
-    def _execute(self, run: Any, sandbox: Sandbox) -> None:
-        from osiris_dagster.remote.bundle import BUNDLE_NAME, SANDBOX_DIR
-        from osiris_dagster.remote.event_relay import EventRelay
+    def _start_worker(self, sandbox: Sandbox) -> Any:
+        from osiris_dagster.remote.bundle import BUNDLE_NAME, SANDBOX_DIR, build_bundle
         from osiris_dagster.remote.job_needs import distributions_for
 
-        sandbox.files.write(f"{SANDBOX_DIR}/{BUNDLE_NAME}", self._bundle)
+        wheel_dir = Path(self.settings.wheel_dir) if self.settings.install_deps and self.settings.wheel_dir else None
+        sandbox.files.write(f"{SANDBOX_DIR}/{BUNDLE_NAME}", build_bundle(self.project, self.spec.payload, wheel_dir))
         install = None
         if self.settings.install_deps:
             install = {"requirements": distributions_for(self._needs.modules), "pip_args": list(self.settings.pip_args)}
-        spec = {"modules": list(self._needs.modules), "install": install}
+        worker_spec = {"modules": list(self._needs.modules), "install": install}
         command = (
             f"tar xzf {BUNDLE_NAME} && "
             'PYTHONPATH="$PWD/code" DAGSTER_HOME="$PWD/dagster_home" OSIRIS_PROJECT_DIR="$PWD/project" '
             f"exec {shlex.quote(self.settings.python)} -m {WORKER_MODULE}"
         )
-        relay = EventRelay(self.instance, self.files.relay_cursor, on_control=self._on_control)
-        stderr = _StderrTail()
         # The sync SDK ignores on_stdout/on_stderr for background commands: they go to wait().
         handle = sandbox.commands.run(
             command,
             background=True,
             timeout=0,
             cwd=SANDBOX_DIR,
-            envs={"OSIRIS_WORKER_SPEC": json.dumps(spec), "OSIRIS_SANDBOX_ID": sandbox.sandbox_id},
+            envs={"OSIRIS_WORKER_SPEC": json.dumps(worker_spec), "OSIRIS_SANDBOX_ID": sandbox.sandbox_id},
             retain_output=False,
         )
+        log.info("worker started in sandbox %s", sandbox.sandbox_id)
+        return handle
+
+    def _follow(self, sandbox: Sandbox, handle: Any) -> None:
+        """Relay the worker's output until it exits (or a cancel times out), then fetch results."""
+        from osiris_dagster.remote.bundle import SANDBOX_DIR
+        from osiris_dagster.remote.event_relay import EventRelay
+
+        relay = EventRelay(self.instance, self.files.relay_cursor, on_control=self._on_control)
+        stderr = _StderrTail()
         stream = threading.Thread(target=self._wait, args=(handle, relay, stderr), name="sandbox-stream", daemon=True)
         stream.start()
         cancel_deadline: float | None = None
@@ -248,9 +248,7 @@ class RunSupervisor:
                 cancel_deadline = time.monotonic() + self.settings.cancel_grace_s
                 self._request_cancel(sandbox)
             if cancel_deadline is not None and time.monotonic() > cancel_deadline:
-                log.warning(
-                    "worker did not stop within %.0f s of the cancel; killing the sandbox", self.settings.cancel_grace_s
-                )
+                log.warning("worker ignored the cancel for %.0f s; killing the sandbox", self.settings.cancel_grace_s)
                 break
             stream.join(0.1)
         self._outcome.stderr_tail = stderr.lines
@@ -278,7 +276,7 @@ class RunSupervisor:
         elif kind == protocol.INSTALLED:
             self._outcome.installed = payload
         elif kind == protocol.STARTED:
-            self._outcome.overhead_ms = int((time.time() - self.launched_at) * 1000)
+            self._outcome.overhead_ms = int((time.time() - self.spec.launched_at) * 1000)
         elif kind == protocol.RESULT:
             self._outcome.result = payload
 
@@ -359,9 +357,9 @@ class RunSupervisor:
                 "steps_completed": 0,
                 "steps_failed": [],
                 "sandbox_id": self._outcome.sandbox_id,
-                "started_at": datetime.fromtimestamp(self.launched_at, UTC).isoformat().replace("+00:00", "Z"),
+                "started_at": datetime.fromtimestamp(self.spec.launched_at, UTC).isoformat().replace("+00:00", "Z"),
                 "finished_at": now,
-                "duration_ms": int((time.time() - self.launched_at) * 1000),
+                "duration_ms": int((time.time() - self.spec.launched_at) * 1000),
             }
         )
 
@@ -398,12 +396,6 @@ class RunSupervisor:
             self.instance.report_engine_event(message, run, cls=E2BRunLauncher)
 
 
-def _run_params(run_config: dict[str, Any]) -> dict[str, Any]:
-    """`${params.x}` values given in run config (`resources.osiris_params.config.values`)."""
-    resource = (run_config or {}).get("resources", {}).get("osiris_params", {})
-    return dict((resource.get("config") or {}).get("values") or {})
-
-
 class _MaskedStream:
     """stdout/stderr of the supervisor: every write masked (tracebacks included)."""
 
@@ -421,9 +413,6 @@ class _MaskedStream:
 
 
 def main(argv: list[str]) -> int:
-    from dagster import DagsterInstance, deserialize_value
-    from dagster._core.instance.ref import InstanceRef
-
     files = RunFiles(Path(argv[0]))
     sys.stdout = _MaskedStream(sys.stdout)  # type: ignore[assignment]
     sys.stderr = _MaskedStream(sys.stderr)  # type: ignore[assignment]
@@ -432,17 +421,7 @@ def main(argv: list[str]) -> int:
     handler.addFilter(MaskingLogFilter())
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     log.setLevel(logging.INFO)
-    spec = json.loads(files.spec.read_text(encoding="utf-8"))
-    instance = DagsterInstance.from_ref(deserialize_value(spec["instance_ref"], InstanceRef))
-    supervisor = RunSupervisor(
-        instance,
-        spec["run_id"],
-        SandboxSettings.from_json(spec["settings"]),
-        ProjectLayout.discover(spec["project_dir"]),
-        files,
-        spec["launched_at"],
-    )
-    return supervisor.run()
+    return RunSupervisor(RunSpec.read(files.spec), files).run()
 
 
 if __name__ == "__main__":
