@@ -192,12 +192,18 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
 
 
 def _project_dir(run: DagsterRun) -> Path:
-    """The project folder the run's code location was loaded from (where its files belong)."""
-    if os.environ.get(PROJECT_DIR_ENV):
-        return Path(os.environ[PROJECT_DIR_ENV]).resolve()
+    """The project folder the run's code location was loaded from (where its files belong).
+
+    An absolute working directory in the run's origin wins. A relative one (``working_directory:
+    .`` in workspace.yaml is stored as written) is relative to where Dagster was started, unless
+    `$OSIRIS_PROJECT_DIR` names the project, as it does for every other entry point.
+    """
     origin = run.job_code_origin
     working_directory = getattr(origin.repository_origin.code_pointer, "working_directory", None) if origin else None
-    return Path(working_directory or os.getcwd()).resolve()
+    if working_directory and os.path.isabs(working_directory):
+        return Path(working_directory).resolve()
+    base = os.environ.get(PROJECT_DIR_ENV) or os.getcwd()
+    return Path(base, working_directory if working_directory and not os.environ.get(PROJECT_DIR_ENV) else "").resolve()
 
 
 def _run_params(run_config: Mapping[str, Any]) -> dict[str, Any]:

@@ -217,8 +217,8 @@ class RunSupervisor:
             install = {"requirements": distributions_for(self._needs.modules), "pip_args": list(self.settings.pip_args)}
         worker_spec = {"modules": list(self._needs.modules), "install": install}
         command = (
-            f"tar xzf {BUNDLE_NAME} && "
-            'PYTHONPATH="$PWD/code" DAGSTER_HOME="$PWD/dagster_home" OSIRIS_PROJECT_DIR="$PWD/project" '
+            f"tar xzf {BUNDLE_NAME} && mkdir -p deps && "
+            'PYTHONPATH="$PWD/code:$PWD/deps" DAGSTER_HOME="$PWD/dagster_home" OSIRIS_PROJECT_DIR="$PWD/project" '
             f"exec {shlex.quote(self.settings.python)} -m {WORKER_MODULE}"
         )
         # The sync SDK ignores on_stdout/on_stderr for background commands: they go to wait().

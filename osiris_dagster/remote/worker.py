@@ -35,6 +35,7 @@ from osiris_dagster.remote import relay_protocol as protocol
 
 EXIT_MISSING_DEPENDENCIES = 3
 PID_FILE = "worker.pid"
+DEPS_DIR = "deps"
 _POLL_S = 0.02
 _BATCH = 2000
 
@@ -58,7 +59,10 @@ def preflight(modules: list[str], install: dict[str, Any] | None, python: str) -
     )
     if missing and install is not None:
         requirements = install["requirements"]
-        command = [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", *install["pip_args"]]
+        # Into the sandbox's own ``deps/`` (already on PYTHONPATH), never into the interpreter's
+        # site-packages: with the local backend that interpreter is the host's.
+        command = [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--target", DEPS_DIR]
+        command += install["pip_args"]
         if Path("wheels").is_dir():
             command += ["--no-index", "--find-links", "wheels"]
         _log(f"installing {' '.join(requirements)}")

@@ -1,0 +1,161 @@
+"""Fixtures for remote runs: the local sandbox server and a DAGSTER_HOME with the E2B launcher.
+
+Everything is real: the `e2b` SDK talks HTTP to `LocalSandboxServer`, Dagster runs with a sqlite
+instance, the supervisor and the worker are real processes. The sandbox interpreter is this
+venv's Python (the server puts its directory on the sandbox PATH).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from dagster import DagsterInstance
+
+from osiris_dagster.remote.local_sandbox import LocalSandboxServer
+from tests.conftest import dagster_bin
+
+SLOW_PIPELINE = """\
+oml_version: "0.1.0"
+name: slow-count
+description: One deliberately slow SQLite query (a few seconds), to act on a run while it runs.
+steps:
+- id: extract-count
+  component: sql.extractor
+  mode: read
+  config:
+    connection: "@sqlite.movies"
+    query: >-
+      WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 40000000) SELECT count(*) AS n FROM c
+- id: write-count
+  component: filesystem.csv_writer
+  mode: write
+  needs: ["extract-count"]
+  config: {path: output/count.csv}
+"""
+
+
+@pytest.fixture(scope="session")
+def sandbox_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSandboxServer]:
+    base = tmp_path_factory.mktemp("sandboxes")
+    with LocalSandboxServer(port=0, base_dir=base, extra_path=[str(Path(sys.executable).parent)]) as server:
+        yield server
+
+
+def write_instance_config(home: Path, server: LocalSandboxServer, *, queued: bool = False, **launcher: Any) -> Path:
+    config: dict[str, Any] = {
+        "run_launcher": {
+            "module": "osiris_dagster.remote.launcher",
+            "class": "E2BRunLauncher",
+            "config": {
+                "backend": "local",
+                "api_url": server.api_url,
+                "sandbox_url": server.sandbox_url,
+                "python": sys.executable,
+                **launcher,
+            },
+        },
+        "telemetry": {"enabled": False},
+    }
+    if not queued:
+        config["run_coordinator"] = {"module": "dagster._core.run_coordinator", "class": "DefaultRunCoordinator"}
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    return home
+
+
+@pytest.fixture
+def remote_home(
+    clean_env: dict[str, str], sandbox_server: LocalSandboxServer
+) -> Callable[..., tuple[Path, dict[str, str]]]:
+    """Configure the launcher in the test's DAGSTER_HOME; returns (home, env for subprocesses)."""
+
+    def configure(**launcher: Any) -> tuple[Path, dict[str, str]]:
+        home = write_instance_config(Path(clean_env["DAGSTER_HOME"]), sandbox_server, **launcher)
+        return home, clean_env
+
+    return configure
+
+
+def add_slow_pipeline(project: Path) -> None:
+    (project / "assets" / "slow_count.yaml").write_text(SLOW_PIPELINE)
+
+
+def dagster_launch(project: Path, env: dict[str, str], job: str = "movies_to_csv", extra: tuple[str, ...] = ()) -> str:
+    """`dagster job launch` as a user types it; returns the new run's id."""
+    before = _run_ids(env)
+    result = subprocess.run(
+        [dagster_bin(), "job", "launch", "-w", "workspace.yaml", "-j", job, *extra],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_id,) = _run_ids(env) - before
+    return run_id
+
+
+def dagster_execute(project: Path, env: dict[str, str], job: str = "movies_to_csv") -> str:
+    """The same job run locally, in-process (`dagster job execute`); returns its run id."""
+    before = _run_ids(env)
+    result = subprocess.run(
+        [dagster_bin(), "job", "execute", "-m", "osiris_dagster.definitions", "-a", "defs", "-j", job],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_id,) = _run_ids(env) - before
+    return run_id
+
+
+def instance_for(env: dict[str, str]) -> DagsterInstance:
+    return DagsterInstance.from_config(env["DAGSTER_HOME"])
+
+
+def _run_ids(env: dict[str, str]) -> set[str]:
+    with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        return {run.run_id for run in instance.get_runs()}
+
+
+def wait_for_run(instance: DagsterInstance, run_id: str, timeout: float = 90) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.is_finished and not supervisor_alive(run):
+            return run
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} did not finish within {timeout} s: {instance.get_run_by_id(run_id)}")
+
+
+def wait_for_event(instance: DagsterInstance, run_id: str, event_type: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(e.dagster_event_type and e.dagster_event_type.value == event_type for e in instance.all_logs(run_id)):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no {event_type} in run {run_id} within {timeout} s")
+
+
+def supervisor_alive(run: Any) -> bool:
+    from osiris_dagster.remote.launcher import _is_supervisor, _supervisor_pid
+
+    pid = _supervisor_pid(run)
+    return pid is not None and _is_supervisor(pid)
+
+
+def bytes_containing(needle: str, *roots: Path) -> list[Path]:
+    data = needle.encode()
+    return [
+        p for root in roots for p in root.rglob("*") if p.is_file() and not p.is_symlink() and data in p.read_bytes()
+    ]
