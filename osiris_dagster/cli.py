@@ -147,6 +147,25 @@ def demo_load_mysql(url: str) -> None:
     click.echo(f"loaded into {target.render_as_string(hide_password=True)}: {json.dumps(counts)}")
 
 
+@cli.command()
+@click.option("--port", default=3000, show_default=True, help="Port of the web UI (on 127.0.0.1).")
+@click.pass_obj
+def ui(project: ProjectLayout, port: int) -> None:
+    """Open the Dagster UI on this project: `dagster dev -w workspace.yaml`, sharing the CLI's DAGSTER_HOME."""
+    import os
+
+    from osiris_dagster.local_run import dagster_home
+
+    workspace = project.root / "workspace.yaml"
+    if not workspace.is_file():
+        _fail_input(InputError(str(workspace), "", "not found: the UI loads the project through workspace.yaml"))
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home(project)), "OSIRIS_PROJECT_DIR": str(project.root)}
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    click.echo(f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={env['DAGSTER_HOME']})")
+    os.chdir(project.root)
+    os.execve(dagster, [dagster, "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)], env)
+
+
 @cli.group()
 def logs() -> None:
     """Read session directories under logs/."""

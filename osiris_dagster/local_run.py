@@ -76,13 +76,18 @@ def run_pipeline(
         return LocalRunOutcome(run_id=result.run_id, ok=result.success, session_dir=project.session_dir(result.run_id))
 
 
-def _instance(project: ProjectLayout):  # type: ignore[no-untyped-def]
-    """`$DAGSTER_HOME` when set (shared with `dagster dev`), else a project-local home."""
-    from dagster import DagsterInstance
+def dagster_home(project: ProjectLayout) -> Path:
+    """`$DAGSTER_HOME` when set (shared with `dagster dev`), else a project-local home.
 
-    if os.environ.get("DAGSTER_HOME"):
-        return DagsterInstance.get()
-    home = project.state_dir / "dagster_home"
+    The home gets a `dagster.yaml` if it has none, so Dagster does not warn on every command.
+    """
+    home = Path(os.environ.get("DAGSTER_HOME") or project.state_dir / "dagster_home")
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").touch(exist_ok=True)
-    return DagsterInstance.from_config(str(home))
+    return home
+
+
+def _instance(project: ProjectLayout):  # type: ignore[no-untyped-def]
+    from dagster import DagsterInstance
+
+    return DagsterInstance.from_config(str(dagster_home(project)))

@@ -44,6 +44,10 @@ SECRET_KEY_NAMES = frozenset(
     }
 )
 _SECRET_SUFFIXES = tuple(f"_{name}" for name in SECRET_KEY_NAMES)
+# Names that end like a secret but name columns: a table's key is structure, not a credential.
+NOT_SECRET_KEY_NAMES = frozenset(
+    {"primary_key", "primary_keys", "foreign_key", "foreign_keys", "unique_key", "sort_key", "partition_key"}
+)
 
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s/]+)(?P<at>@)")
 
@@ -57,14 +61,18 @@ _MIN_MASKED_LENGTH = 4
 def is_secret_key(key: str) -> bool:
     """Whether a config or profile key names a secret (``password``, ``service_role_key``, ...)."""
     lowered = key.lower()
+    if lowered in NOT_SECRET_KEY_NAMES:
+        return False
     return lowered in SECRET_KEY_NAMES or lowered.endswith(_SECRET_SUFFIXES)
 
 
 def register_secret(value: object) -> None:
-    """Remember a resolved secret so that `mask_text` removes it from any string."""
+    """Remember a resolved secret so that `mask_text` removes it from any string — and from
+    every Python log record created in this process from now on."""
     if isinstance(value, str) and len(value) >= _MIN_MASKED_LENGTH:
         with _registry_lock:
             _registered.add(value)
+        _install_log_record_masking()
 
 
 def register_secrets(values: Iterable[object]) -> None:
@@ -102,19 +110,32 @@ def mask_secrets(value: Any) -> Any:
     return value
 
 
-class MaskingLogFilter(logging.Filter):
-    """A logging filter that masks every record's rendered message in place.
+_log_masking_installed = False
 
-    Installed on the loggers the product writes through, so that a driver's log line echoing a
-    URL reaches no handler with the password in it.
+
+def _install_log_record_masking() -> None:
+    """Mask every log record at creation, whoever logs it (our drivers, Dagster, httpx, ...).
+
+    A filter on our own loggers would miss records from libraries that echo a connection
+    string; the record factory sees them all, before any handler (console, Dagster's captured
+    logs) does. Installed only once a secret exists, so processes without secrets pay nothing.
     """
+    global _log_masking_installed
+    with _registry_lock:
+        if _log_masking_installed:
+            return
+        _log_masking_installed = True
+    make_record = logging.getLogRecordFactory()
 
-    def filter(self, record: logging.LogRecord) -> bool:
+    def masked_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
         try:
             message = record.getMessage()
-        except Exception:  # a malformed record is still logged, as logging itself would
-            return True
+        except Exception:  # a malformed record is passed on as logging itself would
+            return record
         masked = mask_text(message)
         if masked != message:
             record.msg, record.args = masked, None
-        return True
+        return record
+
+    logging.setLogRecordFactory(masked_record)

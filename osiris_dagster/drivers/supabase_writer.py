@@ -51,10 +51,6 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "write_mode": {"enum": ["append", "upsert", "replace"], "default": "append"},
         # The columns identifying a row (upsert's ON CONFLICT target, replace's diff key).
         "primary_key": _KEY,
-        # Same meaning as primary_key. It exists because the core's inline-secret rule
-        # (secrets.is_secret_key: any key ending in "_key") rejects "primary_key" in a step config
-        # today; see docs/supabase.md.
-        "key_columns": _KEY,
         "batch_size": {"type": "integer", "minimum": 1, "maximum": 10_000, "default": 500},
         "create_if_missing": {"type": "boolean", "default": False},
         "transport": {"enum": ["auto", "rest", "direct"], "default": "auto"},
@@ -68,18 +64,8 @@ CONFIG_SCHEMA: dict[str, Any] = {
             },
         },
     },
-    "allOf": [
-        {"not": {"required": ["primary_key", "key_columns"]}},
-        {
-            # Spelled as "no primary_key -> key_columns required" so the loader's message names the field.
-            "if": {
-                "required": ["write_mode"],
-                "properties": {"write_mode": {"enum": ["upsert", "replace"]}},
-                "not": {"required": ["primary_key"]},
-            },
-            "then": {"required": ["key_columns"]},
-        },
-    ],
+    "if": {"required": ["write_mode"], "properties": {"write_mode": {"enum": ["upsert", "replace"]}}},
+    "then": {"required": ["primary_key"]},
 }
 
 
@@ -88,7 +74,7 @@ class SupabaseWriteError(Exception):
 
 
 def _key_columns(config: Mapping[str, Any]) -> list[str]:
-    key = config.get("primary_key", config.get("key_columns"))
+    key = config.get("primary_key")
     if key is None:
         return []
     return [key] if isinstance(key, str) else list(key)

@@ -50,7 +50,7 @@ REST_PIPELINE = {
                 "connection": "@supabase.main",
                 "table": "movies",
                 "write_mode": "upsert",
-                "key_columns": "id",
+                "primary_key": "id",
                 "create_if_missing": True,
                 "transport": "rest",
                 "batch_size": 4,
@@ -66,7 +66,7 @@ REST_PIPELINE = {
                 "connection": "@supabase.main",
                 "table": "movie_actors",
                 "write_mode": "replace",
-                "key_columns": ["movie_id", "actor_id"],
+                "primary_key": ["movie_id", "actor_id"],
                 "create_if_missing": True,
                 "transport": "rest",
             },
@@ -195,7 +195,7 @@ def with_writer_config(**changes: object) -> dict:
     [
         ({"batchsize": 10}, "steps[2].config", "batchsize"),
         ({"write_mode": "merge"}, "steps[2].config.write_mode", "merge"),
-        ({"key_columns": None}, "steps[2].config", "key_columns"),
+        ({"primary_key": None}, "steps[2].config", "primary_key"),
         ({"retry": {"attempts": 3, "jitter": 1}}, "steps[2].config.retry", "jitter"),
     ],
     ids=["unknown-key", "unknown-mode", "upsert-without-key", "unknown-retry-knob"],
@@ -210,13 +210,8 @@ def test_bad_writer_config_exits_2_naming_the_field(
     assert field in output and words in output, output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: secrets.is_secret_key('primary_key') is True (suffix '_key'), so the loader rejects "
-    "primary_key as an inline secret; use key_columns until the core exempts it",
-)
-def test_primary_key_is_accepted_by_the_loader(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_primary_key_is_structure_not_a_secret(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SUPABASE_URL", "http://127.0.0.1:1")
     monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", "unused-key-for-validation")
-    code, output = validate(project, with_writer_config(key_columns=None, primary_key="id"))
+    code, output = validate(project, with_writer_config(primary_key="id"))
     assert code == 0, output
