@@ -13,6 +13,7 @@ import dagster as dg
 
 from osiris_dagster.components.pipeline_component import OmlPipelineComponent
 from osiris_dagster.components.resources import pipeline_resources
+from osiris_dagster.components.sensors import run_alert_sensor
 from osiris_dagster.project import PROJECT_DIR_ENV, ProjectLayout
 
 
@@ -23,7 +24,8 @@ def build_definitions(project: ProjectLayout | None = None) -> dg.Definitions:
         dg.build_defs_for_component(OmlPipelineComponent(pipeline_file=str(path), project_dir=str(project.root)))
         for path in project.pipeline_files()
     ]
-    return dg.Definitions.merge(*pipelines, dg.Definitions(resources=pipeline_resources()))
+    # One run-failure sensor watches every pipeline job of the code location.
+    return dg.Definitions.merge(*pipelines, dg.Definitions(resources=pipeline_resources(), sensors=[run_alert_sensor]))
 
 
 defs = build_definitions()

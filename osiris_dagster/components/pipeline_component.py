@@ -1,4 +1,5 @@
-"""The Dagster Component that turns one OML pipeline file into assets, checks and a job.
+"""The Dagster Component that turns one OML pipeline file into assets, checks, a job, and
+its optional schedule and source-change sensor (`schedules.py`, `sensors.py`).
 
 Built the way dagster-sling and dagster-dlt turn YAML into assets: one `AssetSpec`-like asset per
 step, keyed `<pipeline>/<step>` (hyphens become underscores, Dagster's identifier rule), one
@@ -22,6 +23,8 @@ from osiris_dagster.components.resources import (
     WRITTEN_TARGET_IO_MANAGER_KEY,
     OmlRunParams,
 )
+from osiris_dagster.components.schedules import build_schedule
+from osiris_dagster.components.sensors import build_source_change_sensor
 from osiris_dagster.components.step_execution import execute_step, staging_path
 from osiris_dagster.connections import load_profiles
 from osiris_dagster.drivers.step_run import StepRun, WrittenTarget
@@ -58,7 +61,14 @@ class OmlPipelineComponent(dg.Component, dg.Resolvable, dg.Model):
             tags={PIPELINE_TAG: pipeline.name},
             description=pipeline.description or f"Pipeline {pipeline.name} ({project.relative(path)})",
         )
-        return dg.Definitions(assets=assets, jobs=[job])
+        schedule = build_schedule(pipeline, job)
+        sensor = build_source_change_sensor(pipeline, project, job)
+        return dg.Definitions(
+            assets=assets,
+            jobs=[job],
+            schedules=[schedule] if schedule else None,
+            sensors=[sensor] if sensor else None,
+        )
 
 
 def asset_key(pipeline: Pipeline, step_id: str) -> dg.AssetKey:
