@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from osiris_dagster.connections import load_profiles
@@ -122,6 +123,17 @@ def _declared_param_env(key: str, pipeline: Pipeline) -> bool:
     return any(declared.upper() == name for declared in pipeline.params)
 
 
-def distributions_for(modules: tuple[str, ...] | list[str]) -> list[str]:
-    """pip requirement names for missing modules (top-level package of a dotted name)."""
-    return [MODULE_DISTRIBUTIONS.get(m.split(".")[0], m.split(".")[0]) for m in modules]
+def requirements_for(modules: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """module -> pip requirement, pinned to the host's installed version when there is one.
+
+    Pinning to the host keeps `install_deps` from pulling a Dagster (or pyarrow) that differs
+    from the host's: the serialized run must be read by the same Dagster version.
+    """
+    requirements = {}
+    for module in modules:
+        distribution = MODULE_DISTRIBUTIONS.get(module.split(".")[0], module.split(".")[0])
+        try:
+            requirements[module] = f"{distribution}=={version(distribution.split('[')[0])}"
+        except PackageNotFoundError:
+            requirements[module] = distribution
+    return requirements

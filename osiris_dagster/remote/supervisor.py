@@ -51,7 +51,7 @@ from osiris_dagster.remote import relay_protocol as protocol
 from osiris_dagster.remote.run_files import RunFiles
 from osiris_dagster.remote.settings import SandboxSettings
 from osiris_dagster.remote.tags import SANDBOX_ID_TAG, SANDBOX_METADATA_RUN_ID
-from osiris_dagster.secrets import MaskingLogFilter, is_secret_key, mask_text, register_secret
+from osiris_dagster.secrets import is_secret_key, mask_text, register_secret
 
 log = logging.getLogger("osiris_dagster.remote.supervisor")
 
@@ -208,13 +208,13 @@ class RunSupervisor:
 
     def _start_worker(self, sandbox: Sandbox) -> Any:
         from osiris_dagster.remote.bundle import BUNDLE_NAME, SANDBOX_DIR, build_bundle
-        from osiris_dagster.remote.job_needs import distributions_for
+        from osiris_dagster.remote.job_needs import requirements_for
 
         wheel_dir = Path(self.settings.wheel_dir) if self.settings.install_deps and self.settings.wheel_dir else None
         sandbox.files.write(f"{SANDBOX_DIR}/{BUNDLE_NAME}", build_bundle(self.project, self.spec.payload, wheel_dir))
         install = None
         if self.settings.install_deps:
-            install = {"requirements": distributions_for(self._needs.modules), "pip_args": list(self.settings.pip_args)}
+            install = {"requirements": requirements_for(self._needs.modules), "pip_args": list(self.settings.pip_args)}
         worker_spec = {"modules": list(self._needs.modules), "install": install}
         command = (
             f"tar xzf {BUNDLE_NAME} && mkdir -p deps && "
@@ -418,7 +418,6 @@ def main(argv: list[str]) -> int:
     sys.stderr = _MaskedStream(sys.stderr)  # type: ignore[assignment]
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    handler.addFilter(MaskingLogFilter())
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     log.setLevel(logging.INFO)
     return RunSupervisor(RunSpec.read(files.spec), files).run()

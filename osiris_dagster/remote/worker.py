@@ -58,7 +58,7 @@ def preflight(modules: list[str], install: dict[str, Any] | None, python: str) -
         )
     )
     if missing and install is not None:
-        requirements = install["requirements"]
+        requirements = [install["requirements"].get(m, m) for m in missing]
         # Into the sandbox's own ``deps/`` (already on PYTHONPATH), never into the interpreter's
         # site-packages: with the local backend that interpreter is the host's.
         command = [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--target", DEPS_DIR]
