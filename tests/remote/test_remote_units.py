@@ -1,0 +1,128 @@
+"""The pieces of a remote run that need no sandbox: archive safety, the relay, least privilege."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, EventLogEntry, serialize_value
+from e2b import Template
+
+from osiris_dagster.project import ProjectLayout
+from osiris_dagster.remote import relay_protocol
+from osiris_dagster.remote.event_relay import EventRelay
+from osiris_dagster.remote.job_needs import job_needs
+from osiris_dagster.remote.result_archive import UnsafeArchiveError, unpack_result
+from osiris_dagster.remote.template import sandbox_template
+
+
+def _archive(*members: tuple[str, bytes | None, str | None]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data, link in members:
+            info = tarfile.TarInfo(name)
+            if link is not None:
+                info.type, info.linkname = tarfile.SYMTYPE, link
+                tar.addfile(info)
+            else:
+                info.size = len(data or b"")
+                tar.addfile(info, io.BytesIO(data or b""))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        ("project/../../escaped.txt", b"x", None),
+        ("/tmp/absolute-escape.txt", b"x", None),
+        ("project/output/link", None, "/etc/passwd"),
+        ("elsewhere/file.txt", b"x", None),
+    ],
+)
+def test_hostile_result_archive_is_refused_and_nothing_is_written(tmp_path: Path, hostile) -> None:  # type: ignore[no-untyped-def]
+    project = tmp_path / "project"
+    project.mkdir()
+    data = _archive(("project/output/good.csv", b"a,b\n", None), hostile)
+    with pytest.raises(UnsafeArchiveError):
+        unpack_result(data, project)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["project"]
+
+
+def test_result_archive_unpacks_at_local_paths_and_twice_changes_nothing(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    data = _archive(("project/output/a.csv", b"\x00\xffbinary", None), ("compute_logs/k.out", b"hello", None))
+    first = unpack_result(data, project)
+    mtime = (project / "output/a.csv").stat().st_mtime_ns
+    second = unpack_result(data, project)
+    assert (project / "output/a.csv").read_bytes() == b"\x00\xffbinary"
+    assert first.compute_logs == {"k.out": b"hello"} and (first.files, first.bytes) == (second.files, second.bytes)
+    assert (project / "output/a.csv").stat().st_mtime_ns == mtime
+
+
+def _entries(instance: DagsterInstance, count: int) -> list[EventLogEntry]:
+    from dagster._core.events import DagsterEvent, DagsterEventType, EngineEventData
+    from dagster._core.events.log import EventLogEntry as Entry
+
+    return [
+        Entry(
+            error_info=None,
+            level=20,
+            user_message=f"event {i}",
+            run_id="relay-run",
+            timestamp=float(i),
+            dagster_event=DagsterEvent(
+                DagsterEventType.ENGINE_EVENT.value, job_name="j", event_specific_data=EngineEventData()
+            ),
+        )
+        for i in range(count)
+    ]
+
+
+def test_relay_splits_arbitrary_chunks_and_never_stores_an_event_twice(tmp_path: Path) -> None:
+    with DagsterInstance.ephemeral(tempdir=str(tmp_path / "home")) as instance:
+        lines = "".join(
+            relay_protocol.event_line(i + 1, serialize_value(e)) for i, e in enumerate(_entries(instance, 50))
+        )
+        stream = "noise before\n" + lines + relay_protocol.control_line(relay_protocol.STARTED, {})
+        controls: list[str] = []
+        relay = EventRelay(instance, tmp_path / "cursor", on_control=lambda kind, payload: controls.append(kind))
+        for start in range(0, len(stream), 37):  # chunks cut lines anywhere
+            relay.feed(stream[start : start + 37])
+        relay.close()
+        assert controls == ["started"] and relay.events_stored == 50
+        # A restarted supervisor re-reading the same stream stores nothing again.
+        again = EventRelay(instance, tmp_path / "cursor")
+        again.feed(stream)
+        again.close()
+        assert again.events_stored == 0
+        assert len(instance.all_logs("relay-run")) == 50
+
+
+def test_sandbox_gets_only_the_variables_its_connections_reference(project: Path) -> None:
+    environ = {
+        "OSIRIS_PARAM_MOVIES_DB": "mysql.movies",
+        "MYSQL_PASSWORD": "s3cret-value",
+        "MYSQL_USER": "reader",
+        "UNRELATED_API_KEY": "do-not-forward",
+        "AWS_SECRET_ACCESS_KEY": "do-not-forward",
+        "HOME": "/root",
+        "TZ": "UTC",
+    }
+    needs = job_needs(ProjectLayout.discover(project), "movies_to_csv", {}, passthrough=("TZ",), environ=environ)
+    assert needs.env == {
+        "MYSQL_PASSWORD": "s3cret-value",
+        "MYSQL_USER": "reader",
+        "OSIRIS_PARAM_MOVIES_DB": "mysql.movies",
+        "TZ": "UTC",
+    }
+    assert {"pymysql", "connectorx", "dagster"} <= set(needs.modules)
+    local = job_needs(ProjectLayout.discover(project), "movies_to_csv", {}, environ={"MYSQL_PASSWORD": "x"})
+    assert local.env == {} and "pymysql" not in local.modules  # the demo reads SQLite
+
+
+def test_template_is_python_311_with_the_pinned_dependencies() -> None:
+    dockerfile = Template.to_dockerfile(sandbox_template())  # type: ignore[arg-type]
+    assert dockerfile.startswith("FROM python:3.11")
+    assert "dagster==1.13.28" in dockerfile and "e2b==2.63.0" in dockerfile
