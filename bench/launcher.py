@@ -1,0 +1,168 @@
+"""Benchmark the E2B run launcher (local backend) against a local run of the demo pipeline.
+
+    .venv/bin/python bench/launcher.py
+
+Prints, in one invocation:
+* local: `dagster job execute` wall and its process start -> first STEP_START;
+* remote: `instance.launch_run` (as the daemon calls it) -> first STEP_START (host event log),
+  and launch -> run end; the overhead is the remote start-up minus the local one (target <= 1.0 s);
+* remote/local wall ratio (target <= 1.5x);
+* artifact copy: one archive of 10 / 100 / 1,000 files through the real SDK (target <= 100 ms, flat);
+* relay throughput into a sqlite host instance (target >= 5,000 events/s).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+from dagster import DagsterEventType, DagsterInstance, serialize_value
+from e2b import Sandbox
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from osiris_dagster.remote import relay_protocol  # noqa: E402
+from osiris_dagster.remote.event_relay import EventRelay  # noqa: E402
+from osiris_dagster.remote.local_sandbox import LocalSandboxServer  # noqa: E402
+from osiris_dagster.remote.result_archive import unpack_result  # noqa: E402
+
+DAGSTER = str(Path(sys.executable).with_name("dagster"))
+
+
+def _project(root: Path) -> Path:
+    root.mkdir(parents=True)
+    for name in ("assets", "resources"):
+        shutil.copytree(REPO / name, root / name)
+    shutil.copy(REPO / "workspace.yaml", root / "workspace.yaml")
+    return root
+
+
+def _first(instance: DagsterInstance, run_id: str, event: DagsterEventType) -> float:
+    return min(e.timestamp for e in instance.all_logs(run_id, of_type=event))
+
+
+def bench_local(work: Path) -> tuple[float, float]:
+    project, home = _project(work / "local"), work / "local_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry: {enabled: false}\n")
+    env = {"PATH": "/usr/bin:/bin", "DAGSTER_HOME": str(home)}
+    started = time.time()
+    subprocess.run(
+        [DAGSTER, "job", "execute", "-m", "osiris_dagster.definitions", "-a", "defs", "-j", "movies_to_csv"],
+        cwd=project, env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    wall = time.time() - started
+    with DagsterInstance.from_config(str(home)) as instance:
+        run = instance.get_runs(limit=1)[0]
+        return wall, _first(instance, run.run_id, DagsterEventType.STEP_START) - started
+
+
+def bench_remote(work: Path, server: LocalSandboxServer) -> tuple[float, float, float]:
+    import os
+
+    project, home = _project(work / "remote"), work / "remote_home"
+    home.mkdir()
+    launcher = {"backend": "local", "api_url": server.api_url, "python": sys.executable}
+    config = {
+        "run_launcher": {"module": "osiris_dagster.remote.launcher", "class": "E2BRunLauncher", "config": launcher},
+        "telemetry": {"enabled": False},
+    }
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    env = {"PATH": "/usr/bin:/bin", "DAGSTER_HOME": str(home)}
+    # Queue a run from the real code location, then launch it the way the daemon does.
+    subprocess.run(
+        [DAGSTER, "job", "launch", "-w", "workspace.yaml", "-j", "movies_to_csv"],
+        cwd=project, env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    os.chdir(project)
+    with DagsterInstance.from_config(str(home)) as instance:
+        run_id = instance.get_runs(limit=1)[0].run_id
+        started = time.time()
+        instance.launch_run(run_id, workspace=None)  # type: ignore[arg-type]
+        while not (instance.get_run_by_id(run_id).is_finished and (project / "logs" / f"run_{run_id}").exists()):
+            time.sleep(0.05)
+        ended = _first(instance, run_id, DagsterEventType.RUN_SUCCESS)
+        first_step = _first(instance, run_id, DagsterEventType.STEP_START)
+        time.sleep(0.5)  # the supervisor appends the remote-only records after the run ends
+        return first_step - started, ended - started, time.time() - started
+
+
+def bench_copy(server: LocalSandboxServer, files: int) -> float:
+    sandbox = Sandbox.create(**server.sdk_kwargs())
+    try:
+        script = (
+            f"mkdir -p project/output && for i in $(seq 1 {files}); do "
+            "printf 'id,name\\n%s,x\\n' $i > project/output/f$i.csv; done && tar cf result.tar project"
+        )
+        sandbox.commands.run(script, cwd="/home/user", timeout=120)
+        with tempfile.TemporaryDirectory() as target:
+            started = time.perf_counter()
+            data = bytes(sandbox.files.read("/home/user/result.tar", format="bytes"))
+            unpacked = unpack_result(data, Path(target))
+            elapsed = time.perf_counter() - started
+        assert unpacked.files == files
+        return elapsed
+    finally:
+        sandbox.kill()
+
+
+def bench_relay(work: Path, count: int = 20_000) -> float:
+    from dagster._core.events import DagsterEvent, DagsterEventType, EngineEventData
+    from dagster._core.events.log import EventLogEntry
+
+    with DagsterInstance.from_config(str(_sqlite_home(work / "relay_home"))) as instance:
+        event = DagsterEvent(DagsterEventType.ENGINE_EVENT.value, job_name="j", event_specific_data=EngineEventData())
+        lines = "".join(
+            relay_protocol.event_line(
+                i + 1,
+                serialize_value(EventLogEntry(None, 20, f"event {i}", "relay-run", float(i), dagster_event=event)),
+            )
+            for i in range(count)
+        )
+        relay = EventRelay(instance, work / "relay.cursor")
+        chunks = [lines[i : i + 32 * 1024] for i in range(0, len(lines), 32 * 1024)]
+        started = time.perf_counter()
+        for chunk in chunks:
+            relay.feed(chunk)
+        relay.close()
+        elapsed = time.perf_counter() - started
+        assert relay.events_stored == count
+        return count / elapsed
+
+
+def _sqlite_home(home: Path) -> Path:
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text("telemetry: {enabled: false}\n")
+    return home
+
+
+def main() -> None:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        LocalSandboxServer(port=0, extra_path=[str(Path(sys.executable).parent)]) as server,
+    ):
+        work = Path(tmp)
+        local_wall, local_start = bench_local(work)
+        remote_start, remote_run, remote_wall = bench_remote(work, server)
+        print(
+            f"local  dagster job execute: wall {local_wall:.2f} s, "
+            f"process start -> first STEP_START {local_start:.2f} s"
+        )
+        print(f"remote launch_run -> first STEP_START {remote_start:.2f} s, -> RUN_SUCCESS {remote_run:.2f} s, "
+              f"-> session complete {remote_wall:.2f} s")  # fmt: skip
+        print(f"overhead (remote start-up - local start-up): {remote_start - local_start:+.2f} s   (target <= 1.0 s)")
+        print(f"remote/local wall: {remote_wall / local_wall:.2f}x   (target <= 1.5x)")
+        for files in (10, 100, 1000):
+            print(f"artifacts copy, {files:>5} files in one archive: {bench_copy(server, files) * 1000:.0f} ms"
+                  "   (target <= 100 ms, flat)")  # fmt: skip
+        print(f"relay throughput into sqlite: {bench_relay(work):,.0f} events/s   (target >= 5,000)")
+
+
+if __name__ == "__main__":
+    main()
