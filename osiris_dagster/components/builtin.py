@@ -1,12 +1,18 @@
 """The built-in OML components: SQL extractors and the CSV writer.
 
+An extractor with `incremental: {cursor: <column>}` reads only the rows above the committed
+cursor (`drivers.incremental`), and the CSV writer then appends them (`drivers.csv_append`); the
+committed state comes from Dagster's storage (`components.incremental`).
+
 `mysql.extractor` and `sql.extractor` share one driver: MySQL/MariaDB URLs take the fast
 columnar path inside `drivers.sql_extract`, any other SQLAlchemy URL the generic streaming path.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from osiris_dagster.components.registry import ComponentType
@@ -15,6 +21,9 @@ from osiris_dagster.drivers.step_run import StepRun, WrittenTarget
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
+    from osiris_dagster.components.incremental import CommittedAppend
+    from osiris_dagster.drivers.csv_writer import CsvOptions
+    from osiris_dagster.drivers.incremental import CursorValue
     from osiris_dagster.drivers.sql_extract import ExtractedTable
 
 # Drivers (pyarrow, connectorx, SQLAlchemy engines) are imported when a step runs, not when
@@ -28,6 +37,13 @@ _EXTRACT_CONFIG: dict[str, Any] = {
         "query": {"type": "string", "minLength": 1},
         "table": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$"},
         "batch_rows": {"type": "integer", "minimum": 1, "maximum": 10_000_000},
+        # Read only rows with cursor > the last committed value (docs/automation.md).
+        "incremental": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["cursor"],
+            "properties": {"cursor": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_$]*$"}},
+        },
     },
     "oneOf": [{"required": ["query"]}, {"required": ["table"]}],
 }
@@ -52,8 +68,10 @@ def _table_query(url: URL, table: str) -> str:
     return "SELECT * FROM " + ".".join(preparer.quote(part) for part in table.split("."))
 
 
-def run_sql_extract(step: StepRun) -> ExtractedTable:
+def run_sql_extract(step: StepRun, *, after: CursorValue | None = None) -> ExtractedTable:
+    """Extract the step's query or table; an incremental step only rows with cursor > ``after``."""
     from osiris_dagster.demo.movies import ensure_demo_database
+    from osiris_dagster.drivers.incremental import incremental_query
     from osiris_dagster.drivers.sql_extract import extract_to_staging
 
     assert step.connection is not None  # the loader guarantees extractors have one
@@ -61,14 +79,20 @@ def run_sql_extract(step: StepRun) -> ExtractedTable:
         ensure_demo_database(step.project, step.connection.demo_database)
     url = step.connection.sqlalchemy_url(step.project)
     query = step.config.get("query") or _table_query(url, step.config["table"])
+    if "incremental" in step.config:
+        query = incremental_query(url, query, step.config["incremental"]["cursor"], after)
     return extract_to_staging(url, query, step.staging_path, batch_rows=step.config.get("batch_rows", 100_000))
 
 
-def run_csv_writer(step: StepRun, inputs: Mapping[str, ExtractedTable]) -> WrittenTarget:
+def run_csv_writer(
+    step: StepRun, inputs: Mapping[str, ExtractedTable], *, committed: CommittedAppend | None = None
+) -> WrittenTarget:
+    """Write the input table as the step's CSV file; append when the input step is incremental."""
     from osiris_dagster.drivers.csv_writer import CsvOptions, write_csv
     from osiris_dagster.drivers.sql_extract import iter_staged_batches
 
-    (table,) = inputs.values()
+    ((need, table),) = inputs.items()
+    cursor = (step.pipeline.step(need).config.get("incremental") or {}).get("cursor")
     config = step.config
     options = CsvOptions(
         delimiter=config.get("delimiter", ","),
@@ -78,6 +102,8 @@ def run_csv_writer(step: StepRun, inputs: Mapping[str, ExtractedTable]) -> Writt
         quoting=config.get("quoting", "minimal"),
     )
     target = step.project.resolve(config["path"])
+    if cursor is not None:
+        return _append_csv(step, table, cursor, target, options, committed)
     result = write_csv(iter_staged_batches(table.path), table.schema, target, options)
     return WrittenTarget(
         uri=step.project.relative(result.path),
@@ -85,6 +111,42 @@ def run_csv_writer(step: StepRun, inputs: Mapping[str, ExtractedTable]) -> Writt
         bytes=result.bytes,
         path=result.path,
         storage_kind="csv",
+    )
+
+
+def _append_csv(
+    step: StepRun,
+    table: ExtractedTable,
+    cursor: str,
+    target: Path,
+    options: CsvOptions,
+    committed: CommittedAppend | None,
+) -> WrittenTarget:
+    from osiris_dagster.components.incremental import CURSOR_FROM_KEY, CURSOR_TO_KEY, STATE_KEY
+    from osiris_dagster.drivers.csv_append import append_csv
+    from osiris_dagster.drivers.incremental import encode_cursor, rows_after, show_cursor, staged_cursor_max
+    from osiris_dagster.drivers.sql_extract import iter_staged_batches
+
+    after = committed.cursor if committed else None
+    # Only rows above this writer's own committed cursor: re-writing a staged table twice appends nothing.
+    batches = rows_after(iter_staged_batches(table.path), cursor, after)
+    result = append_csv(batches, table.schema, target, options, committed_bytes=committed.bytes if committed else None)
+    newest = staged_cursor_max(table.path, cursor)
+    cursor_to = newest if newest is not None and (after is None or newest > after) else after
+    total_rows = (committed.rows if committed else 0) + result.rows
+    state = {"cursor": encode_cursor(cursor_to), "bytes": result.bytes, "rows": total_rows}
+    return WrittenTarget(
+        uri=step.project.relative(result.path),
+        rows_written=result.rows,
+        bytes=result.bytes,
+        path=result.path,
+        storage_kind="csv",
+        metadata={
+            CURSOR_FROM_KEY: show_cursor(after),
+            CURSOR_TO_KEY: show_cursor(cursor_to),
+            "incremental/rows_in_file": total_rows,
+            STATE_KEY: json.dumps(state),
+        },
     )
 
 

@@ -17,6 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
+from osiris_dagster.components.incremental import (
+    CURSOR_FROM_KEY,
+    CURSOR_TO_KEY,
+    check_incremental,
+    committed_append,
+    committed_read_cursor,
+    incremental_cursor,
+)
 from osiris_dagster.components.registry import ComponentType
 from osiris_dagster.components.resources import (
     EXTRACTED_TABLE_IO_MANAGER_KEY,
@@ -53,6 +61,7 @@ class OmlPipelineComponent(dg.Component, dg.Resolvable, dg.Model):
         profiles = load_profiles(project.connections_file) if project.connections_file.exists() else None
         pipeline = load_pipeline(path, connections=profiles)
         params = effective_params(pipeline.params)
+        check_incremental(pipeline)
         assets = [_step_asset(pipeline, step, project, params) for step in pipeline.steps]
         job = dg.define_asset_job(
             name=pipeline.python_name,
@@ -98,11 +107,14 @@ def _step_asset(pipeline: Pipeline, step: Step, project: ProjectLayout, params: 
 
 def _read_asset(pipeline: Pipeline, step: Step, project: ProjectLayout, common: dict[str, Any]) -> dg.AssetsDefinition:
     common["metadata"]["osiris/staging_path"] = project.relative(staging_path(project, pipeline, step))
+    writer_keys = [asset_key(pipeline, other.id) for other in pipeline.steps if step.id in other.needs]
 
     @dg.asset(io_manager_key=EXTRACTED_TABLE_IO_MANAGER_KEY, **common)
     # No return annotation: Dagster would evaluate it at definition time (and import pyarrow).
     def extracted_table(context: dg.AssetExecutionContext, osiris_params: OmlRunParams):  # type: ignore[no-untyped-def]
         def extract(run: StepRun, component: ComponentType) -> "ExtractedTable":
+            if "incremental" in run.config:
+                return _extract_increment(context, run, component, writer_keys)
             table: ExtractedTable = component.run(run)  # type: ignore[call-arg]
             run.session.metric("rows_read", table.rows, step_id=step.id)
             run.session.metric("bytes_written", table.bytes, step_id=step.id)
@@ -121,9 +133,29 @@ def _read_asset(pipeline: Pipeline, step: Step, project: ProjectLayout, common: 
     return extracted_table
 
 
+def _extract_increment(
+    context: dg.AssetExecutionContext, run: StepRun, component: ComponentType, writer_keys: list[dg.AssetKey]
+) -> "ExtractedTable":
+    from osiris_dagster.drivers.incremental import show_cursor, staged_cursor_max
+
+    after = committed_read_cursor(context.instance, writer_keys)
+    table: ExtractedTable = component.run(run, after=after)  # type: ignore[call-arg]
+    newest = staged_cursor_max(table.path, run.config["incremental"]["cursor"])
+    run.session.metric("rows_read", table.rows, step_id=run.step_id)
+    run.session.metric("bytes_written", table.bytes, step_id=run.step_id)
+    context.add_output_metadata(
+        {
+            CURSOR_FROM_KEY: show_cursor(after),
+            CURSOR_TO_KEY: show_cursor(newest if newest is not None else after),
+        }
+    )
+    return table
+
+
 def _write_asset(pipeline: Pipeline, step: Step, project: ProjectLayout, common: dict[str, Any]) -> dg.AssetsDefinition:
     inputs = {f"input_{i}": need for i, need in enumerate(step.needs)}
     key = common["key"]
+    appends = any(incremental_cursor(pipeline.step(need)) for need in step.needs)
 
     @dg.asset(
         io_manager_key=WRITTEN_TARGET_IO_MANAGER_KEY,
@@ -141,7 +173,11 @@ def _write_asset(pipeline: Pipeline, step: Step, project: ProjectLayout, common:
         by_step = {inputs[name]: table for name, table in tables.items()}
 
         def write(run: StepRun, component: ComponentType) -> WrittenTarget:
-            target: WrittenTarget = component.run(run, by_step)  # type: ignore[call-arg]
+            if appends:
+                committed = committed_append(context.instance, key)
+                target: WrittenTarget = component.run(run, by_step, committed=committed)  # type: ignore[call-arg]
+            else:
+                target = component.run(run, by_step)  # type: ignore[call-arg]
             run.session.metric("rows_written", target.rows_written, step_id=step.id)
             if target.bytes is not None:
                 run.session.metric("bytes_written", target.bytes, step_id=step.id)
