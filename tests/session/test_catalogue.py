@@ -12,8 +12,8 @@ from osiris_dagster.session.catalogue import catalogue, load_schema
 from osiris_dagster.session.session_log import SessionLog
 
 PACKAGE = Path(__file__).resolve().parents[2] / "osiris_dagster"
-EMITTED_EVENT = re.compile(r"""\.event\(\s*["']([A-Za-z_.]+)["']""")
-EMITTED_METRIC = re.compile(r"""\.metric\(\s*["']([A-Za-z_.]+)["']""")
+EMITTED_EVENT = re.compile(r"""\.event\(\s*["']([A-Za-z0-9_.]+)["']""")
+EMITTED_METRIC = re.compile(r"""\.metric\(\s*["']([A-Za-z0-9_.]+)["']""")
 
 
 def names_in_code(pattern: re.Pattern[str]) -> set[str]:
