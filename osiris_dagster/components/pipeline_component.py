@@ -13,6 +13,7 @@ What a step *does* lives in the drivers; this module only wires steps into Dagst
 import hashlib
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -188,6 +189,7 @@ def _write_asset(pipeline: Pipeline, step: Step, project: ProjectLayout, common:
                     artifact_type="output",
                     path=target.uri,
                     size_bytes=target.bytes or 0,
+                    sha256=_sha256(target.path),
                 )
             return target
 
@@ -218,6 +220,15 @@ def _write_asset(pipeline: Pipeline, step: Step, project: ProjectLayout, common:
         )
 
     return written_asset
+
+
+def _sha256(path: Path) -> str:
+    """The output's content hash, recorded so two runs can be compared after both wrote the same path."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _code_version(step: Step) -> str:

@@ -96,8 +96,9 @@ def _outputs(record: SessionRecord) -> dict[str, str | None]:
     outputs: dict[str, str | None] = {}
     for event in record.events:
         if event["event"] == "artifact_created" and event.get("artifact_type") == "output":
+            # The hash recorded when the run wrote the file; older sessions: the file as it is now.
             path = project / event["path"]
-            outputs[event["path"]] = _sha256(path) if path.is_file() else None
+            outputs[event["path"]] = event.get("sha256") or (_sha256(path) if path.is_file() else None)
     return outputs
 
 
