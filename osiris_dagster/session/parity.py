@@ -91,15 +91,36 @@ def _data_flow(record: SessionRecord) -> dict[str, float]:
     return values
 
 
-def _outputs(record: SessionRecord) -> dict[str, str | None]:
+def _outputs(record: SessionRecord) -> dict[str, tuple[str | None, str | None]]:
+    """Per output path: (hash recorded when the run wrote it, hash of the file on disk now)."""
     project = record.directory.parent.parent
-    outputs: dict[str, str | None] = {}
+    outputs: dict[str, tuple[str | None, str | None]] = {}
     for event in record.events:
         if event["event"] == "artifact_created" and event.get("artifact_type") == "output":
-            # The hash recorded when the run wrote the file; older sessions: the file as it is now.
             path = project / event["path"]
-            outputs[event["path"]] = event.get("sha256") or (_sha256(path) if path.is_file() else None)
+            on_disk = _sha256(path) if path.is_file() else None
+            outputs[event["path"]] = (event.get("sha256") or on_disk, on_disk)
     return outputs
+
+
+def _output_rows(a: SessionRecord, b: SessionRecord) -> list[ParityRow]:
+    """What each run wrote, compared — and a file changed on disk since is a difference too.
+
+    Two runs in one project write the same paths, so the file on disk belongs to whichever ran
+    last: the recorded hashes are what is compared. A file on disk matching neither run's
+    recorded hash was altered after both, and no longer is what either run produced.
+    """
+    outputs_a, outputs_b = _outputs(a), _outputs(b)
+    rows = []
+    for name in sorted(set(outputs_a) | set(outputs_b)):
+        recorded_a, disk_a = outputs_a.get(name, (None, None))
+        recorded_b, disk_b = outputs_b.get(name, (None, None))
+        rows.append(ParityRow("Outputs (sha256)", name, _short(recorded_a), _short(recorded_b)))
+        written = {recorded_a, recorded_b}
+        for label, on_disk in (("A", disk_a), ("B", disk_b)):
+            if on_disk is not None and on_disk not in written:
+                rows.append(ParityRow("Outputs (sha256)", f"{name} on disk ({label})", _short(on_disk), "changed"))
+    return rows
 
 
 def compare_sessions(dir_a: Path, dir_b: Path) -> ParityReport:
@@ -117,11 +138,7 @@ def compare_sessions(dir_a: Path, dir_b: Path) -> ParityReport:
         report.rows.append(ParityRow("Metrics", name, _number(flow_a.get(name)), _number(flow_b.get(name))))
     for name in sorted(set(a.artifact_files()) | set(b.artifact_files())):
         report.rows.append(ParityRow("Artifacts", name, _artifact_digest(dir_a, name), _artifact_digest(dir_b, name)))
-    outputs_a, outputs_b = _outputs(a), _outputs(b)
-    for name in sorted(set(outputs_a) | set(outputs_b)):
-        report.rows.append(
-            ParityRow("Outputs (sha256)", name, _short(outputs_a.get(name)), _short(outputs_b.get(name)))
-        )
+    report.rows.extend(_output_rows(a, b))
     status_a, status_b = a.status or {}, b.status or {}
     for key in ("ok", "steps_total", "steps_completed"):
         report.rows.append(ParityRow("Status", key, str(status_a.get(key)), str(status_b.get(key))))
