@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from osiris_dagster.drivers.arrow_memory import use_streaming_memory_pool
 from osiris_dagster.drivers.csv_format import (
     CsvOptions,
     format_column,
@@ -61,6 +62,7 @@ def write_csv(
     batches: Iterable[pa.RecordBatch], schema: pa.Schema, target: Path, options: CsvOptions
 ) -> CsvWriteResult:
     """Write ``batches`` (columns in ``schema`` order) as CSV at ``target``, atomically."""
+    use_streaming_memory_pool()
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")

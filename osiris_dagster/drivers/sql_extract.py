@@ -76,6 +76,8 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
+from osiris_dagster.drivers.arrow_memory import use_streaming_memory_pool
+
 __all__ = ["ExtractedTable", "SourceError", "extract_to_staging", "iter_staged_batches", "open_staged"]
 
 
@@ -98,6 +100,7 @@ class ExtractedTable:
 
 def extract_to_staging(url: URL | str, query: str, target: Path, *, batch_rows: int = 100_000) -> ExtractedTable:
     """Run ``query`` against ``url`` and stage the result at ``target`` (atomically)."""
+    use_streaming_memory_pool()
     url = make_url(url)
     target = Path(target)
     if batch_rows < 1:
