@@ -16,19 +16,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import psycopg
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from osiris_dagster.components.registry import ComponentType
 from osiris_dagster.connections import Connection
-from osiris_dagster.drivers.postgres_copy import PostgresTarget, copy_write, postgres_conninfo
-from osiris_dagster.drivers.postgres_ddl import create_table_sql
-from osiris_dagster.drivers.sql_extract import ExtractedTable, iter_staged_batches
 from osiris_dagster.drivers.step_run import StepRun, WrittenTarget
-from osiris_dagster.drivers.supabase_rest import RetryPolicy, SupabaseRestWriter
 from osiris_dagster.secrets import mask_text
+
+if TYPE_CHECKING:
+    import psycopg
+    import pyarrow as pa
+
+    from osiris_dagster.drivers.sql_extract import ExtractedTable
+
+# The transports (supabase-py, psycopg, pyarrow) are imported when a write runs: this module is
+# loaded through the entry point whenever definitions load, and supabase-py alone costs ~0.5 s.
 
 __all__ = ["SUPABASE_WRITER", "SupabaseWriteError", "run_supabase_writer"]
 
@@ -94,6 +96,10 @@ def _transport(config: Mapping[str, Any], connection: Connection) -> str:
 
 def _target_uri(transport: str, connection: Connection, schema: str, table: str) -> str:
     """Where the rows went, without any credential."""
+    import psycopg
+
+    from osiris_dagster.drivers.postgres_copy import postgres_conninfo
+
     if transport == "direct":
         info = psycopg.conninfo.conninfo_to_dict(postgres_conninfo(str(connection.fields["pg_dsn"])))
         host = info.get("host") or "localhost"
@@ -102,6 +108,8 @@ def _target_uri(transport: str, connection: Connection, schema: str, table: str)
 
 
 def run_supabase_writer(step: StepRun, inputs: Mapping[str, ExtractedTable]) -> WrittenTarget:
+    from osiris_dagster.drivers.sql_extract import iter_staged_batches
+
     (source,) = inputs.values()
     config = step.config
     connection = step.connection
@@ -152,6 +160,8 @@ def run_supabase_writer(step: StepRun, inputs: Mapping[str, ExtractedTable]) -> 
 
 
 def _plan_ddl(step: StepRun, schema: str, table: str, arrow_schema: pa.Schema, key: Sequence[str]) -> str:
+    from osiris_dagster.drivers.postgres_ddl import create_table_sql
+
     sql = create_table_sql(schema, table, arrow_schema, key)
     path = step.artifact("ddl_plan.sql", sql, "ddl_plan")
     step.session.event(
@@ -172,6 +182,10 @@ def _write_direct(
     ddl: str | None,
     progress: Any,
 ) -> int:
+    import psycopg
+
+    from osiris_dagster.drivers.postgres_copy import PostgresTarget, copy_write, postgres_conninfo
+
     target = PostgresTarget(postgres_conninfo(str(connection.fields["pg_dsn"])), schema, table)
     created = {"done": False}
 
@@ -210,6 +224,8 @@ def _write_rest(
     ddl: str | None,
     progress: Any,
 ) -> int:
+    from osiris_dagster.drivers.supabase_rest import RetryPolicy, SupabaseRestWriter
+
     retry_config = step.config.get("retry") or {}
     policy = RetryPolicy(
         attempts=retry_config.get("attempts", RetryPolicy.attempts),
@@ -240,6 +256,10 @@ def _write_rest(
 
 def _create_over_dsn(step: StepRun, connection: Connection, schema: str, table: str, ddl: str) -> None:
     """REST cannot run DDL: create the table through pg_dsn, or say exactly what to do instead."""
+    import psycopg
+
+    from osiris_dagster.drivers.postgres_copy import postgres_conninfo
+
     qualified = f"{schema}.{table}"
     dsn = connection.fields.get("pg_dsn")
     if not dsn:
