@@ -70,6 +70,12 @@ def load_pipeline(
         document=document,
     )
     _check_graph(pipeline)
+    if "schedule" in document:
+        # Dagster's own cron rule, so `validate` refuses exactly what Dagster would (imported only
+        # when a schedule is declared: it pulls in Dagster).
+        from osiris_dagster.components.schedules import pipeline_schedule
+
+        pipeline_schedule(pipeline)
     values = effective_params(pipeline.params, params, environ)
     for step in steps:
         check_step(pipeline, step, values, connections)

@@ -128,6 +128,9 @@ PIPELINE_CASES = [
         ".needs",
         "cycle",
     ),
+    ("bad-cron", pipeline(schedule={"cron": "61 * * * *"}), None, "schedule.cron", "not a valid cron"),
+    ("bad-timezone", pipeline(schedule={"cron": "0 6 * * *", "timezone": "Mars/Olympus"}), None,
+     "schedule.timezone", "unknown timezone"),
     ("bad-yaml", "oml_version: '0.1.0'\nname: x\nsteps: [\n  - id: a\n", None, "line", "invalid YAML"),
     ("not-a-mapping", "- just\n- a list\n", None, "(top level)", "mapping"),
 ]
