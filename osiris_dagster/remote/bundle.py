@@ -15,9 +15,11 @@ skipped), the project's ``logs/``, ``output/`` and ``.osiris/`` state, and bytec
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
+from functools import cache
 from pathlib import Path
 
 import osiris_dagster
@@ -30,20 +32,58 @@ _SKIPPED_NAMES = {"__pycache__", ".env", ".DS_Store"}
 
 
 def _keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-    name = Path(info.name).name
-    if name in _SKIPPED_NAMES or name.startswith(".env") or name.endswith((".pyc", ".pyo")):
+    if _skipped(Path(info.name).name):
         return None
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     return info
 
 
-def build_bundle(project: ProjectLayout, payload: dict[str, str], wheel_dir: Path | None = None) -> bytes:
-    """The gzip'd tar to upload; ``payload`` holds the serialized run and snapshots."""
+def _package_dir() -> Path:
+    return Path(osiris_dagster.__file__).parent
+
+
+@cache
+def code_hash() -> str:
+    """sha256 of the ``code/`` part (paths and contents of the package files the bundle carries).
+
+    A warm pooled sandbox holds the code it was filled with (and has imported it); a run whose
+    code hash differs uploads its own code and does not use the warm worker.
+    """
+    digest = hashlib.sha256()
+    root = _package_dir()
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if path.is_dir() or any(_skipped(part) for part in relative.parts):
+            continue
+        digest.update(relative.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _skipped(name: str) -> bool:
+    return name in _SKIPPED_NAMES or name.startswith(".env") or name.endswith((".pyc", ".pyo"))
+
+
+def build_code_bundle() -> bytes:
+    """Only the ``code/`` part: what a pooled sandbox receives when it is filled."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1, dereference=True) as tar:
+        tar.add(_package_dir(), arcname="code/osiris_dagster", filter=_keep)
+    return buffer.getvalue()
+
+
+def build_bundle(
+    project: ProjectLayout, payload: dict[str, str], wheel_dir: Path | None = None, *, include_code: bool = True
+) -> bytes:
+    """The gzip'd tar to upload; ``payload`` holds the serialized run and snapshots.
+
+    ``include_code=False`` leaves out ``code/`` (a pooled sandbox already holds the same code).
+    """
     buffer = io.BytesIO()
     # Level 1: the archive is small and local; compression time is latency on every launch.
     with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1, dereference=True) as tar:
-        tar.add(Path(osiris_dagster.__file__).parent, arcname="code/osiris_dagster", filter=_keep)
+        if include_code:
+            tar.add(_package_dir(), arcname="code/osiris_dagster", filter=_keep)
         for name in ("assets", "resources", "workspace.yaml"):
             source = project.root / name
             if source.exists():

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
-from dagster import Array, Bool, Field, Int, Noneable, StringSource, serialize_value
+from dagster import Array, Bool, Field, Int, Noneable, Shape, StringSource, serialize_value
 from dagster import _check as check
 from dagster._core.launcher.base import (
     CheckRunHealthResult,
@@ -76,6 +76,17 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
             "api_url": Field(Noneable(StringSource), is_required=False, description="E2B API URL (local: the server)"),
             "sandbox_url": Field(Noneable(StringSource), is_required=False, description="envd URL (local: the server)"),
             "create_attempts": Field(Int, default_value=4, description="Sandbox create attempts (transient errors)"),
+            "pool": Field(
+                Shape(
+                    {
+                        "size": Field(Int, default_value=0, description="Idle sandboxes kept ready (0: no pool)"),
+                        "idle_ttl_s": Field(Int, default_value=600, description="An idle sandbox expires after this"),
+                        "name": Field(str, default_value="default", description="Pool name (sandbox metadata)"),
+                    }
+                ),
+                is_required=False,
+                description="Warm pool: N created, dependency-checked, idle sandboxes; each serves one run only",
+            ),
         }
 
     @classmethod

@@ -9,9 +9,9 @@ Packed by the worker (standard library only) with three roots:
 
 Unpacking is all-or-nothing and refuses anything that could write outside the project: absolute
 names, ``..`` components, links and device entries are rejected before a single byte is written,
-and every target is resolved (following links already on disk) and checked to stay inside the
-root. Files whose content is already identical are left untouched, so unpacking twice changes
-nothing.
+and every target directory is resolved (following links already on disk) and checked to stay
+inside the root. Files whose content is already identical are left untouched, so unpacking twice
+changes nothing. Changed files are staged on the same filesystem and renamed into place.
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
+import stat
 import tarfile
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -86,27 +89,42 @@ def _checked_name(member: tarfile.TarInfo) -> PurePosixPath:
 
 
 def unpack_result(data: bytes, project_dir: Path) -> UnpackedResult:
-    """Write the archive's project files under ``project_dir``; return compute logs in memory."""
+    """Write the archive's project files under ``project_dir``; return compute logs in memory.
+
+    Every check runs before a byte is written. Changed files are extracted into a staging
+    directory inside the project's state dir (``.osiris/unpack-<id>``, same filesystem) and then
+    moved into place with ``rename``: a directory that does not exist yet (e.g. the run's session
+    directory) in ONE rename, files into existing directories one rename each. So no reader ever
+    sees a half-written file, and there is no per-file temp-write-replace round trip.
+    """
     root = project_dir.resolve()
+    result = UnpackedResult()
+    files: list[tuple[PurePosixPath, bytes]] = []
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
-        members = [(member, _checked_name(member)) for member in tar.getmembers()]
-        targets = []
-        for member, name in members:
-            if not member.isfile() or name.parts[0] != PROJECT_ROOT:
+        for member, name in [(member, _checked_name(member)) for member in tar.getmembers()]:
+            if not member.isfile():
                 continue
-            target = root.joinpath(*name.parts[1:])
-            if not target.resolve().is_relative_to(root) or not target.parent.resolve().is_relative_to(root):
-                raise UnsafeArchiveError(f"result archive path resolves outside the project: {member.name!r}")
-            targets.append((member, target))
-        result = UnpackedResult()
-        for member, name in members:
-            if member.isfile() and name.parts[0] == COMPUTE_LOGS_ROOT:
-                result.compute_logs[name.name] = _read(tar, member)
-        for member, target in targets:
             content = _read(tar, member)
-            result.files += 1
-            result.bytes += len(content)
-            _write_if_changed(target, content, root)
+            if name.parts[0] == COMPUTE_LOGS_ROOT:
+                result.compute_logs[name.name] = content
+                continue
+            relative = PurePosixPath(*name.parts[1:])
+            if not relative.parts:
+                raise UnsafeArchiveError(f"result archive entry names the project folder itself: {member.name!r}")
+            files.append((relative, content))
+    for directory in {relative.parent for relative, _ in files}:
+        _check_inside(root, root.joinpath(*directory.parts), directory)
+    changed = []
+    for relative, content in files:
+        target = root.joinpath(*relative.parts)
+        if target.is_symlink() and not target.resolve().is_relative_to(root):
+            raise UnsafeArchiveError(f"result archive path resolves outside the project: {relative}")
+        result.files += 1
+        result.bytes += len(content)
+        if not _unchanged(target, content):
+            changed.append((relative, content))
+    if changed:
+        _stage_and_move(root, changed)
     return result
 
 
@@ -115,13 +133,60 @@ def _read(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
     return handle.read() if handle is not None else b""
 
 
-def _write_if_changed(target: Path, content: bytes, root: Path) -> None:
-    unchanged = target.is_file() and not target.is_symlink() and target.stat().st_size == len(content)
-    if unchanged and target.read_bytes() == content:
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.parent.resolve().is_relative_to(root):  # a link created between check and write
-        raise UnsafeArchiveError(f"refusing to write through a link outside the project: {target}")
-    temp = target.with_name(f".{target.name}.e2b-tmp")
-    temp.write_bytes(content)
-    os.replace(temp, target)
+def _check_inside(root: Path, path: Path, shown: PurePosixPath) -> None:
+    """The deepest existing ancestor of ``path`` (links followed) must be inside ``root``."""
+    existing = path
+    while not os.path.lexists(existing) and existing != root:
+        existing = existing.parent
+    if not existing.resolve().is_relative_to(root):
+        raise UnsafeArchiveError(f"result archive path resolves outside the project: {shown}")
+
+
+def _unchanged(target: Path, content: bytes) -> bool:
+    try:
+        info = os.lstat(target)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(info.st_mode) or info.st_size != len(content):
+        return False
+    return target.read_bytes() == content
+
+
+def _stage_and_move(root: Path, files: list[tuple[PurePosixPath, bytes]]) -> None:
+    state_dir = root / ".osiris"
+    base = state_dir if not state_dir.is_symlink() else root
+    base.mkdir(parents=True, exist_ok=True)
+    staging = base / f"unpack-{uuid.uuid4().hex}"
+    try:
+        made: set[Path] = set()
+        for relative, content in files:
+            path = staging.joinpath(*relative.parts)
+            if path.parent not in made:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                made.add(path.parent)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                view = memoryview(content)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+        _move_tree(root, staging, PurePosixPath())
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move_tree(root: Path, staging: Path, relative: PurePosixPath) -> None:
+    """Move ``staging/relative``'s entries to ``root/relative`` (a new directory in one rename)."""
+    with os.scandir(staging.joinpath(*relative.parts)) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            child = relative / entry.name
+            target = root.joinpath(*child.parts)
+            if entry.is_dir(follow_symlinks=False) and os.path.lexists(target):
+                if target.is_symlink() or not target.is_dir() or not target.resolve().is_relative_to(root):
+                    raise UnsafeArchiveError(f"refusing to write through {child}: not a directory of the project")
+                _move_tree(root, staging, child)
+                continue
+            if not target.parent.resolve().is_relative_to(root):  # a link created since the checks
+                raise UnsafeArchiveError(f"refusing to write through a link outside the project: {child}")
+            os.replace(entry.path, target)

@@ -46,10 +46,18 @@ class SandboxSettings:
     sandbox_url: str | None = None
     create_attempts: int = 4
     cancel_grace_s: float = 30.0
+    # Warm pool (`pool:` in the launcher config): idle, dependency-checked sandboxes kept ready.
+    pool_size: int = 0
+    pool_idle_ttl_s: int = 600
+    pool_name: str = "default"
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> SandboxSettings:
         values = dict(config)
+        pool = values.pop("pool", None) or {}
+        for key in ("size", "idle_ttl_s", "name"):
+            if pool.get(key) is not None:
+                values[f"pool_{key}"] = pool[key]
         for name in ("env_passthrough", "pip_args", "preflight_modules"):
             values[name] = tuple(values.get(name) or ())
         known = set(cls.__dataclass_fields__)

@@ -65,6 +65,8 @@ class _Outcome:
 
     sandbox_id: str | None = None
     create_ms: int = 0
+    # Set when the sandbox came from the warm pool: {"pool", "duration_ms", "warm"}.
+    claimed: dict[str, Any] | None = None
     overhead_ms: int | None = None
     preflight: dict[str, Any] | None = None
     installed: dict[str, Any] | None = None
@@ -141,6 +143,9 @@ class RunSupervisor:
         self.files = files
         self._cancel = threading.Event()
         self._outcome = _Outcome()
+        self._pool: Any = None
+        self._pool_code: str | None = None
+        self._topped_up = False
 
     @cached_property
     def instance(self) -> Any:
@@ -154,11 +159,19 @@ class RunSupervisor:
         signal.signal(signal.SIGTERM, lambda signum, frame: self._cancel.set())
         sandbox: Sandbox | None = None
         try:
-            sandbox = self._create_sandbox()
+            self._needs = self._job_needs()
+            sandbox = self._claim_sandbox() or self._create_sandbox()
             handle = None if self._cancel.is_set() else self._start_worker(sandbox)
             # Dagster is first needed here; importing it now overlaps the worker's start-up.
             self.instance.add_run_tags(self.run_id, {SANDBOX_ID_TAG: sandbox.sandbox_id})
-            self._engine_event(f"Sandbox {sandbox.sandbox_id} created ({self._outcome.create_ms} ms)")
+            claimed = self._outcome.claimed
+            if claimed is not None:
+                self._engine_event(
+                    f"Sandbox {sandbox.sandbox_id} claimed from the warm pool {claimed['pool']!r} "
+                    f"({claimed['duration_ms']} ms, {'warm worker' if claimed['warm'] else 'cold worker'})"
+                )
+            else:
+                self._engine_event(f"Sandbox {sandbox.sandbox_id} created ({self._outcome.create_ms} ms)")
             if handle is not None:
                 self._follow(sandbox, handle)
         except Exception as error:  # reported on the run; the sandbox is still killed below
@@ -167,14 +180,15 @@ class RunSupervisor:
         finally:
             if sandbox is not None:
                 self._kill(sandbox)
+            self._top_up_pool()
             self._record_session()
             self._finish_host_run()
         return 0
 
-    def _create_sandbox(self) -> Sandbox:
+    def _job_needs(self) -> Any:
         from osiris_dagster.remote.job_needs import job_needs
 
-        self._needs = job_needs(
+        needs = job_needs(
             self.project,
             self.spec.job_name,
             self.spec.run_params,
@@ -182,9 +196,42 @@ class RunSupervisor:
             extra_modules=self.settings.preflight_modules,
             environ=os.environ,
         )
-        for name, value in self._needs.env.items():
+        for name, value in needs.env.items():
             if is_secret_key(name):
                 register_secret(value)
+        return needs
+
+    def _claim_sandbox(self) -> Sandbox | None:
+        """An idle sandbox of the warm pool (`pool.size` > 0), claimed for this run only."""
+        if self.settings.pool_size <= 0:
+            return None
+        from osiris_dagster.remote.sandbox_pool import SandboxPool
+
+        self._pool = SandboxPool(self.settings, lock_dir=self.files.root.parent)
+        try:
+            claimed = self._pool.claim(self.run_id)
+        except Exception as error:  # the pool is an optimisation: fall back to a fresh sandbox
+            log.warning("could not claim a pooled sandbox: %s", mask_text(str(error)))
+            return None
+        if claimed is None:
+            log.info("no idle sandbox in pool %r: creating one", self.settings.pool_name)
+            return None
+        self._pool_code = claimed.code_hash
+        self._outcome.sandbox_id = claimed.sandbox.sandbox_id
+        self._outcome.claimed = {"pool": self.settings.pool_name, "duration_ms": claimed.duration_ms, "warm": False}
+        return claimed.sandbox
+
+    def _top_up_pool(self) -> None:
+        """Start the pool's detached top-up (once; the run never waits for it)."""
+        if self._pool is None or self._topped_up:
+            return
+        self._topped_up = True
+        try:
+            self._pool.start_fill_detached(self.files.root.parent / "pool.log")
+        except Exception as error:
+            log.warning("could not start the pool top-up: %s", mask_text(str(error)))
+
+    def _create_sandbox(self) -> Sandbox:
         started = time.perf_counter()
         retrying = Retrying(
             stop=stop_after_attempt(self.settings.create_attempts),
@@ -207,30 +254,40 @@ class RunSupervisor:
         return sandbox
 
     def _start_worker(self, sandbox: Sandbox) -> Any:
-        from osiris_dagster.remote.bundle import BUNDLE_NAME, SANDBOX_DIR, build_bundle
+        from osiris_dagster.remote.bundle import BUNDLE_NAME, SANDBOX_DIR, build_bundle, code_hash
         from osiris_dagster.remote.job_needs import requirements_for
+        from osiris_dagster.remote.sandbox_pool import WARM_CLIENT
 
+        # A pooled sandbox filled with this very code has it imported in its warm worker.
+        warm = self._outcome.claimed is not None and self._pool_code == code_hash()
         wheel_dir = Path(self.settings.wheel_dir) if self.settings.install_deps and self.settings.wheel_dir else None
-        sandbox.files.write(f"{SANDBOX_DIR}/{BUNDLE_NAME}", build_bundle(self.project, self.spec.payload, wheel_dir))
+        bundle = build_bundle(self.project, self.spec.payload, wheel_dir, include_code=not warm)
+        sandbox.files.write(f"{SANDBOX_DIR}/{BUNDLE_NAME}", bundle)
         install = None
         if self.settings.install_deps:
             install = {"requirements": requirements_for(self._needs.modules), "pip_args": list(self.settings.pip_args)}
         worker_spec = {"modules": list(self._needs.modules), "install": install}
+        python = shlex.quote(self.settings.python)
+        # The warm client hands its stream and environment to the warm worker (or becomes a cold one).
+        start = f"{python} -I -S {WARM_CLIENT}" if warm else f"{python} -m {WORKER_MODULE}"
         command = (
             f"tar xzf {BUNDLE_NAME} && mkdir -p deps && "
             'PYTHONPATH="$PWD/code:$PWD/deps" DAGSTER_HOME="$PWD/dagster_home" OSIRIS_PROJECT_DIR="$PWD/project" '
-            f"exec {shlex.quote(self.settings.python)} -m {WORKER_MODULE}"
+            f"exec {start}"
         )
+        envs = {"OSIRIS_WORKER_SPEC": json.dumps(worker_spec), "OSIRIS_SANDBOX_ID": sandbox.sandbox_id}
+        if self._outcome.claimed is not None:
+            # A pooled sandbox was created before the run: its variables come with the command.
+            self._outcome.claimed["warm"] = warm
+            envs = {**self._needs.env, **envs}
         # The sync SDK ignores on_stdout/on_stderr for background commands: they go to wait().
         handle = sandbox.commands.run(
-            command,
-            background=True,
-            timeout=0,
-            cwd=SANDBOX_DIR,
-            envs={"OSIRIS_WORKER_SPEC": json.dumps(worker_spec), "OSIRIS_SANDBOX_ID": sandbox.sandbox_id},
-            retain_output=False,
+            command, background=True, timeout=0, cwd=SANDBOX_DIR, envs=envs, retain_output=False
         )
-        log.info("worker started in sandbox %s", sandbox.sandbox_id)
+        how = "warm" if warm else "cold"
+        if self._outcome.claimed is not None and not warm:
+            how += f": the pooled sandbox holds code {self._pool_code}, this run's is {code_hash()}"
+        log.info("worker started in sandbox %s (%s)", sandbox.sandbox_id, how)
         return handle
 
     def _follow(self, sandbox: Sandbox, handle: Any) -> None:
@@ -277,6 +334,8 @@ class RunSupervisor:
             self._outcome.installed = payload
         elif kind == protocol.STARTED:
             self._outcome.overhead_ms = int((time.time() - self.spec.launched_at) * 1000)
+            if self.settings.backend != "local":  # local sandboxes share the host's CPUs: after the run
+                self._top_up_pool()  # the run is under way: its replacement may start now
         elif kind == protocol.RESULT:
             self._outcome.result = payload
 
@@ -317,12 +376,15 @@ class RunSupervisor:
         if outcome.sandbox_id is None:
             return
         session = SessionLog(self.project.session_dir(self.run_id))
-        session.event(
-            "sandbox_created",
-            sandbox_id=outcome.sandbox_id,
-            template=self.settings.template or "base",
-            duration_ms=outcome.create_ms,
-        )
+        if outcome.claimed is not None:
+            session.event("sandbox_claimed", sandbox_id=outcome.sandbox_id, **outcome.claimed)
+        else:
+            session.event(
+                "sandbox_created",
+                sandbox_id=outcome.sandbox_id,
+                template=self.settings.template or "base",
+                duration_ms=outcome.create_ms,
+            )
         if outcome.preflight is not None:
             session.event("dependency_check", **outcome.preflight)
         if outcome.installed is not None:
