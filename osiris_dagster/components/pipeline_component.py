@@ -204,7 +204,7 @@ def _write_asset(pipeline: Pipeline, step: Step, project: ProjectLayout, common:
         )
         expected = sum(table.rows for table in by_step.values())
         passed = target.rows_written == expected
-        SessionLog(project.session_dir(context.run_id)).event(
+        SessionLog(project.session_dir(context.run.run_id)).event(
             "check_evaluated",
             step_id=step.id,
             check=ROW_COUNT_CHECK,

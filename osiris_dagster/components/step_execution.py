@@ -49,7 +49,7 @@ def execute_step(
     body: Callable[[StepRun, ComponentType], T],
     rows_of: Callable[[T], int],
 ) -> T:
-    session = SessionLog(project.session_dir(context.run_id))
+    session = SessionLog(project.session_dir(context.run.run_id))
     driver = step.component
     session.event("step_start", step_id=step.id, driver=driver)
     started = time.perf_counter()
