@@ -6,7 +6,9 @@ Layout inside the archive (extracted under the sandbox's ``~/osiris``):
   in the sandbox is the host's code (it goes first on ``PYTHONPATH``, ahead of any installed copy);
 * ``project/assets/``, ``project/resources/``, ``project/workspace.yaml`` — the code location;
 * ``run/payload.json`` — the serialized `DagsterRun`, job snapshot and execution plan snapshot;
-* ``wheels/`` — only with ``install_deps``: the offline wheel directory.
+* ``wheels/`` — only with ``install_deps``: the offline wheel directory;
+* ``dagster_home/`` — an empty sqlite instance (its schema already created: that costs a fresh
+  worker about a second), built once per host and Dagster version by `ensure_instance_template`.
 
 One archive because every file API call is a round trip (Osiris uploaded file by file). What it
 deliberately leaves out: secrets (profiles hold ``${VAR}`` references only; ``.env`` files are
@@ -72,12 +74,53 @@ def build_code_bundle() -> bytes:
     return buffer.getvalue()
 
 
+def instance_template_dir(cache_root: Path) -> Path:
+    """Where this host keeps the empty sandbox instance for the installed Dagster version."""
+    from importlib.metadata import version
+
+    return cache_root / "sandbox_home" / f"dagster-{version('dagster')}"
+
+
+def ensure_instance_template(cache_root: Path) -> Path:
+    """Create (once, atomically) an empty sqlite Dagster instance to ship in every bundle."""
+    import shutil
+    import tempfile
+
+    from dagster import DagsterInstance
+
+    target = instance_template_dir(cache_root)
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".building-"))
+    try:
+        (temp / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        with DagsterInstance.from_config(str(temp)):
+            pass
+        for path in list(temp.rglob("*")):  # only the storage schemas travel
+            if path.is_file() and path.suffix != ".db" and path.name != "dagster.yaml":
+                path.unlink()
+        temp.rename(target)
+    except OSError:
+        if not target.is_dir():  # another supervisor won the race: fine
+            raise
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    return target
+
+
 def build_bundle(
-    project: ProjectLayout, payload: dict[str, str], wheel_dir: Path | None = None, *, include_code: bool = True
+    project: ProjectLayout,
+    payload: dict[str, str],
+    wheel_dir: Path | None = None,
+    *,
+    include_code: bool = True,
+    instance_template: Path | None = None,
 ) -> bytes:
     """The gzip'd tar to upload; ``payload`` holds the serialized run and snapshots.
 
-    ``include_code=False`` leaves out ``code/`` (a pooled sandbox already holds the same code).
+    ``include_code=False`` leaves out ``code/`` (a pooled sandbox already holds the same code);
+    ``instance_template`` is an `ensure_instance_template` directory.
     """
     buffer = io.BytesIO()
     # Level 1: the archive is small and local; compression time is latency on every launch.
@@ -92,6 +135,8 @@ def build_bundle(
         info = tarfile.TarInfo(PAYLOAD_PATH)
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
+        if instance_template is not None:
+            tar.add(instance_template, arcname="dagster_home", filter=_keep)
         if wheel_dir is not None:
             for wheel in sorted(wheel_dir.glob("*.whl")):
                 tar.add(wheel, arcname=f"wheels/{wheel.name}", filter=_keep)

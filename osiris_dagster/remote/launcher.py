@@ -114,6 +114,7 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
             "settings": self.settings.to_json(),
             "instance_ref": serialize_value(self._instance.get_ref()),
             "project_dir": str(_project_dir(run)),
+            "needs": _needs_spec(run, self.settings),
             "launched_at": time.time(),
         }
         fd = os.open(files.spec, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -215,6 +216,38 @@ def _project_dir(run: DagsterRun) -> Path:
         return Path(working_directory).resolve()
     base = os.environ.get(PROJECT_DIR_ENV) or os.getcwd()
     return Path(base, working_directory if working_directory and not os.environ.get(PROJECT_DIR_ENV) else "").resolve()
+
+
+def _needs_spec(run: DagsterRun, settings: SandboxSettings) -> dict[str, list[str]] | None:
+    """The variable NAMES and modules the run needs (`job_needs`), worked out here, not in the supervisor.
+
+    In a long-lived launching process (the daemon) this is a few ms, where the fresh supervisor would
+    spend a few hundred on imports before it can start the sandbox. Names only: the supervisor
+    reads the values from its environment (inherited from this process), so no secret is written.
+    None if it cannot be worked out here: the supervisor then does it and reports the error.
+    """
+    try:
+        from osiris_dagster.project import ProjectLayout
+        from osiris_dagster.remote.job_needs import job_needs
+        from osiris_dagster.secrets import is_secret_key, registered_secrets
+
+        needs = job_needs(
+            ProjectLayout.discover(_project_dir(run)),
+            run.job_name,
+            _run_params(run.run_config),
+            passthrough=settings.env_passthrough,
+            extra_modules=settings.preflight_modules,
+            environ=os.environ,
+        )
+    except Exception:
+        return None
+    secrets = registered_secrets()
+    secret_names = [name for name, value in needs.env.items() if is_secret_key(name) or value in secrets]
+    return {
+        "env_names": sorted(needs.env),
+        "secret_env_names": sorted(secret_names),
+        "modules": list(needs.modules),
+    }
 
 
 def _run_params(run_config: Mapping[str, Any]) -> dict[str, Any]:

@@ -102,6 +102,12 @@ def _is_transient(error: BaseException) -> bool:
 
 
 @dataclass(frozen=True)
+class _Needs:
+    env: dict[str, str]
+    modules: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """What the launcher hands the supervisor (``supervisor.json``, mode 0600).
 
@@ -118,6 +124,8 @@ class RunSpec:
     settings: SandboxSettings
     project: ProjectLayout
     launched_at: float
+    # Variable names and modules the launcher worked out (`launcher._needs_spec`), or None.
+    needs: dict[str, list[str]] | None = None
 
     @classmethod
     def read(cls, path: Path) -> RunSpec:
@@ -131,6 +139,7 @@ class RunSpec:
             settings=SandboxSettings.from_json(spec["settings"]),
             project=ProjectLayout.discover(spec["project_dir"]),
             launched_at=spec["launched_at"],
+            needs=spec.get("needs"),
         )
 
 
@@ -155,15 +164,21 @@ class RunSupervisor:
         return DagsterInstance.from_ref(deserialize_value(self.spec.instance_ref, InstanceRef))
 
     # -- the whole run -------------------------------------------------------------
+    def _since_launch(self) -> int:
+        return int((time.time() - self.spec.launched_at) * 1000)
+
     def run(self) -> int:
         signal.signal(signal.SIGTERM, lambda signum, frame: self._cancel.set())
         sandbox: Sandbox | None = None
+        log.info("supervisor up %d ms after launch_run", self._since_launch())
         try:
             self._needs = self._job_needs()
+            log.info("job needs known %d ms after launch_run", self._since_launch())
             sandbox = self._claim_sandbox() or self._create_sandbox()
             handle = None if self._cancel.is_set() else self._start_worker(sandbox)
             # Dagster is first needed here; importing it now overlaps the worker's start-up.
             self.instance.add_run_tags(self.run_id, {SANDBOX_ID_TAG: sandbox.sandbox_id})
+            log.info("host instance ready %d ms after launch_run", self._since_launch())
             claimed = self._outcome.claimed
             if claimed is not None:
                 self._engine_event(
@@ -183,9 +198,16 @@ class RunSupervisor:
             self._top_up_pool()
             self._record_session()
             self._finish_host_run()
+            self._prepare_instance_template()
         return 0
 
     def _job_needs(self) -> Any:
+        if self.spec.needs is not None:  # names from the launcher; values from this environment
+            env = {name: os.environ[name] for name in self.spec.needs["env_names"] if name in os.environ}
+            for name in self.spec.needs["secret_env_names"]:
+                if name in env:
+                    register_secret(env[name])
+            return _Needs(env=env, modules=tuple(self.spec.needs["modules"]))
         from osiris_dagster.remote.job_needs import job_needs
 
         needs = job_needs(
@@ -231,6 +253,15 @@ class RunSupervisor:
         except Exception as error:
             log.warning("could not start the pool top-up: %s", mask_text(str(error)))
 
+    def _prepare_instance_template(self) -> None:
+        """After the run (never on its critical path): the empty instance later bundles carry."""
+        from osiris_dagster.remote.bundle import ensure_instance_template
+
+        try:
+            ensure_instance_template(self.files.root.parent)
+        except Exception as error:  # an optimisation only
+            log.warning("could not prepare the sandbox instance template: %s", mask_text(str(error)))
+
     def _create_sandbox(self) -> Sandbox:
         started = time.perf_counter()
         retrying = Retrying(
@@ -254,14 +285,25 @@ class RunSupervisor:
         return sandbox
 
     def _start_worker(self, sandbox: Sandbox) -> Any:
-        from osiris_dagster.remote.bundle import BUNDLE_NAME, SANDBOX_DIR, build_bundle, code_hash
+        from osiris_dagster.remote.bundle import (
+            BUNDLE_NAME,
+            SANDBOX_DIR,
+            build_bundle,
+            code_hash,
+            instance_template_dir,
+        )
         from osiris_dagster.remote.job_needs import requirements_for
         from osiris_dagster.remote.sandbox_pool import WARM_CLIENT
 
         # A pooled sandbox filled with this very code has it imported in its warm worker.
         warm = self._outcome.claimed is not None and self._pool_code == code_hash()
         wheel_dir = Path(self.settings.wheel_dir) if self.settings.install_deps and self.settings.wheel_dir else None
-        bundle = build_bundle(self.project, self.spec.payload, wheel_dir, include_code=not warm)
+        # A cold worker gets the empty instance ready-made (the warm worker created its own).
+        template = instance_template_dir(self.files.root.parent)
+        template = template if not warm and template.is_dir() else None
+        bundle = build_bundle(
+            self.project, self.spec.payload, wheel_dir, include_code=not warm, instance_template=template
+        )
         sandbox.files.write(f"{SANDBOX_DIR}/{BUNDLE_NAME}", bundle)
         install = None
         if self.settings.install_deps:
@@ -287,7 +329,9 @@ class RunSupervisor:
         how = "warm" if warm else "cold"
         if self._outcome.claimed is not None and not warm:
             how += f": the pooled sandbox holds code {self._pool_code}, this run's is {code_hash()}"
-        log.info("worker started in sandbox %s (%s)", sandbox.sandbox_id, how)
+        log.info(
+            "worker started in sandbox %s (%s) %d ms after launch_run", sandbox.sandbox_id, how, self._since_launch()
+        )
         return handle
 
     def _follow(self, sandbox: Sandbox, handle: Any) -> None:
@@ -334,6 +378,7 @@ class RunSupervisor:
             self._outcome.installed = payload
         elif kind == protocol.STARTED:
             self._outcome.overhead_ms = int((time.time() - self.spec.launched_at) * 1000)
+            log.info("the sandbox's run starts %d ms after launch_run", self._outcome.overhead_ms)
             if self.settings.backend != "local":  # local sandboxes share the host's CPUs: after the run
                 self._top_up_pool()  # the run is under way: its replacement may start now
         elif kind == protocol.RESULT:

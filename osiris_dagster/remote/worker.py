@@ -190,6 +190,7 @@ def pack(run_id: str, project_dir: Path, dagster_home: Path) -> None:
 def main() -> int:
     spec = json.loads(os.environ["OSIRIS_WORKER_SPEC"])
     Path(PID_FILE).write_text(str(os.getpid()))
+    started = time.perf_counter()
     missing = preflight(spec["modules"], spec.get("install"), sys.executable)
     if missing:
         _log(
@@ -203,8 +204,15 @@ def main() -> int:
     dagster_home.mkdir(parents=True, exist_ok=True)
     (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     payload = json.loads(Path("run/payload.json").read_text(encoding="utf-8"))
+    checked = time.perf_counter()
     run_id, origin = seed_instance(payload, project_dir)
+    seeded = time.perf_counter()
     import osiris_dagster.definitions  # noqa: F401  (the code location, loaded once before the fork)
+
+    _log(
+        f"start-up: preflight {1000 * (checked - started):.0f} ms, seed {1000 * (seeded - checked):.0f} ms, "
+        f"code location {1000 * (time.perf_counter() - seeded):.0f} ms"
+    )
 
     _emit(protocol.control_line(protocol.STARTED, {}))
     child = os.fork()
