@@ -107,6 +107,7 @@ def _print_summary(project: ProjectLayout, session_dir: Path) -> None:
     click.echo(f"  rows_read:    {int(record.metric_total('rows_read'))}")
     click.echo(f"  rows_written: {int(record.metric_total('rows_written'))}")
     outputs = [e["path"] for e in record.events if e["event"] == "artifact_created" and e["artifact_type"] == "output"]
+    outputs += [f"{e['table']} ({e['transport']})" for e in record.events if e["event"] == "write.start"]
     for output in outputs:
         click.echo(f"  wrote:        {output}")
     if not ok and status.get("reason"):
