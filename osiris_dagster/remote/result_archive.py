@@ -116,12 +116,16 @@ def unpack_result(data: bytes, project_dir: Path) -> UnpackedResult:
         _check_inside(root, root.joinpath(*directory.parts), directory)
     changed = []
     for relative, content in files:
-        target = root.joinpath(*relative.parts)
-        if target.is_symlink() and not target.resolve().is_relative_to(root):
+        target = os.path.join(root, *relative.parts)
+        try:
+            info: os.stat_result | None = os.lstat(target)
+        except FileNotFoundError:
+            info = None
+        if info is not None and stat.S_ISLNK(info.st_mode) and not Path(target).resolve().is_relative_to(root):
             raise UnsafeArchiveError(f"result archive path resolves outside the project: {relative}")
         result.files += 1
         result.bytes += len(content)
-        if not _unchanged(target, content):
+        if not _unchanged(target, info, content):
             changed.append((relative, content))
     if changed:
         _stage_and_move(root, changed)
@@ -142,14 +146,11 @@ def _check_inside(root: Path, path: Path, shown: PurePosixPath) -> None:
         raise UnsafeArchiveError(f"result archive path resolves outside the project: {shown}")
 
 
-def _unchanged(target: Path, content: bytes) -> bool:
-    try:
-        info = os.lstat(target)
-    except FileNotFoundError:
+def _unchanged(target: str, info: os.stat_result | None, content: bytes) -> bool:
+    if info is None or not stat.S_ISREG(info.st_mode) or info.st_size != len(content):
         return False
-    if not stat.S_ISREG(info.st_mode) or info.st_size != len(content):
-        return False
-    return target.read_bytes() == content
+    with open(target, "rb") as handle:
+        return handle.read() == content
 
 
 def _stage_and_move(root: Path, files: list[tuple[PurePosixPath, bytes]]) -> None:
@@ -158,12 +159,13 @@ def _stage_and_move(root: Path, files: list[tuple[PurePosixPath, bytes]]) -> Non
     base.mkdir(parents=True, exist_ok=True)
     staging = base / f"unpack-{uuid.uuid4().hex}"
     try:
-        made: set[Path] = set()
+        made: set[str] = set()
         for relative, content in files:
-            path = staging.joinpath(*relative.parts)
-            if path.parent not in made:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                made.add(path.parent)
+            path = os.path.join(staging, *relative.parts)
+            parent = os.path.dirname(path)
+            if parent not in made:
+                os.makedirs(parent, exist_ok=True)
+                made.add(parent)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
                 view = memoryview(content)
@@ -178,15 +180,15 @@ def _stage_and_move(root: Path, files: list[tuple[PurePosixPath, bytes]]) -> Non
 
 def _move_tree(root: Path, staging: Path, relative: PurePosixPath) -> None:
     """Move ``staging/relative``'s entries to ``root/relative`` (a new directory in one rename)."""
+    target_dir = root.joinpath(*relative.parts)
+    if not target_dir.resolve().is_relative_to(root):  # once per directory: a link created since the checks
+        raise UnsafeArchiveError(f"refusing to write through a link outside the project: {relative}")
     with os.scandir(staging.joinpath(*relative.parts)) as entries:
-        for entry in sorted(entries, key=lambda e: e.name):
-            child = relative / entry.name
-            target = root.joinpath(*child.parts)
+        for entry in entries:
+            target = os.path.join(target_dir, entry.name)
             if entry.is_dir(follow_symlinks=False) and os.path.lexists(target):
-                if target.is_symlink() or not target.is_dir() or not target.resolve().is_relative_to(root):
-                    raise UnsafeArchiveError(f"refusing to write through {child}: not a directory of the project")
-                _move_tree(root, staging, child)
+                if os.path.islink(target) or not os.path.isdir(target):
+                    raise UnsafeArchiveError(f"refusing to write through {relative / entry.name}: not a directory")
+                _move_tree(root, staging, relative / entry.name)
                 continue
-            if not target.parent.resolve().is_relative_to(root):  # a link created since the checks
-                raise UnsafeArchiveError(f"refusing to write through a link outside the project: {child}")
             os.replace(entry.path, target)

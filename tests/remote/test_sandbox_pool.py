@@ -13,7 +13,8 @@ import pytest
 from dagster import DagsterRunStatus
 from e2b import Sandbox, SandboxQuery
 
-from osiris_dagster.remote.bundle import code_hash
+from osiris_dagster.remote.bundle import SANDBOX_DIR, code_hash
+from osiris_dagster.remote.run_files import RunFiles
 from osiris_dagster.remote.sandbox_pool import IDLE_MARKER, POOL_METADATA, STATE_DIR, SandboxPool, claim_marker
 from osiris_dagster.remote.settings import SandboxSettings
 from osiris_dagster.remote.tags import SANDBOX_ID_TAG
@@ -138,3 +139,21 @@ def test_two_claimers_racing_for_one_sandbox_exactly_one_wins(sandbox_server) ->
     assert _states(pool) == [f"claimed by {winner}"]
     assert pool.drain() == []  # claimed sandboxes belong to their runs
     sandbox.kill()
+
+
+def test_a_pooled_sandbox_whose_warm_worker_is_gone_still_runs_the_run(  # type: ignore[no-untyped-def]
+    project: Path, remote_home
+) -> None:
+    home, env = remote_home(pool={"size": 1, "idle_ttl_s": 300, "name": f"test-{uuid.uuid4().hex[:8]}"})
+    instance = instance_for(env)
+    pool = SandboxPool(instance.run_launcher.settings)
+    (sandbox_id,) = pool.fill()
+    sandbox = Sandbox.connect(sandbox_id, timeout=1, **pool.settings.sdk_kwargs())
+    sandbox.files.remove(f"{SANDBOX_DIR}/warm.sock")  # the warm worker can no longer be reached
+
+    run = wait_for_run(instance, dagster_launch(project, env))
+
+    assert run.status == DagsterRunStatus.SUCCESS and run.tags[SANDBOX_ID_TAG] == sandbox_id
+    assert "no warm worker: starting a cold one" in RunFiles.for_run(home, run.run_id).log.read_text()
+    _wait_for_states(pool, ["idle"])  # the top-up's replacement
+    assert len(pool.drain()) == 1
