@@ -84,6 +84,12 @@ class PooledSandbox:
     state: str  # "idle", "filling" or "claimed by <run id>"
     code_hash: str
     end_at: str
+    started_at: float = 0.0  # epoch seconds
+
+    @property
+    def stale(self) -> bool:
+        """Still "filling" long after any fill would have finished: its filler died."""
+        return self.state == "filling" and time.time() - self.started_at > _PREPARE_TIMEOUT_S
 
 
 class SandboxPool:
@@ -125,6 +131,10 @@ class SandboxPool:
         """Top the pool up to ``pool_size`` unclaimed sandboxes; return the ids of the new ones."""
         with self._lock():
             unclaimed = [s for s in self.status() if not s.state.startswith("claimed")]
+            for pooled in [s for s in unclaimed if s.stale]:
+                with contextlib.suppress(Exception):
+                    Sandbox.kill(pooled.sandbox_id, **self.settings.sdk_kwargs())
+            unclaimed = [s for s in unclaimed if not s.stale]
             missing = max(0, self.settings.pool_size - len(unclaimed))
             created = [self._create() for _ in range(missing)]  # listed (hence counted) at once
         threads = [threading.Thread(target=self._prepare_or_kill, args=(sandbox,)) for sandbox in created]
@@ -210,7 +220,13 @@ class SandboxPool:
             claimed = [n[len(CLAIM_PREFIX) :] for n in names if n.startswith(CLAIM_PREFIX)]
             state = f"claimed by {claimed[0]}" if claimed else "idle" if "idle" in names else "filling"
             found.append(
-                PooledSandbox(info.sandbox_id, state, info.metadata.get(CODE_METADATA, ""), info.end_at.isoformat())
+                PooledSandbox(
+                    info.sandbox_id,
+                    state,
+                    info.metadata.get(CODE_METADATA, ""),
+                    info.end_at.isoformat(),
+                    info.started_at.timestamp(),
+                )
             )
         return found
 

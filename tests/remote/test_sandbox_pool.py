@@ -157,3 +157,12 @@ def test_a_pooled_sandbox_whose_warm_worker_is_gone_still_runs_the_run(  # type:
     assert "no warm worker: starting a cold one" in RunFiles.for_run(home, run.run_id).log.read_text()
     _wait_for_states(pool, ["idle"])  # the top-up's replacement
     assert len(pool.drain()) == 1
+
+
+def test_only_a_sandbox_filling_for_longer_than_any_fill_counts_as_stale() -> None:
+    from osiris_dagster.remote.sandbox_pool import PooledSandbox
+
+    long_ago = time.time() - 3600
+    assert PooledSandbox("a", "filling", "", "", long_ago).stale
+    assert not PooledSandbox("b", "filling", "", "", time.time()).stale
+    assert not PooledSandbox("c", "idle", "", "", long_ago).stale
