@@ -105,12 +105,22 @@ def bench_remote(work: Path, server: LocalSandboxServer, pool: bool = False) -> 
             SandboxPool(instance.run_launcher.settings).fill()  # idle and warm before the launch
         started = time.time()
         _launch_and_wait(instance, project, queued.run_id)
+        # Complete when the supervisor has exited: results unpacked, remote-only records appended.
+        supervisor = instance.get_run_by_id(queued.run_id).tags["e2b/supervisor_pid"]
+        while _alive(int(supervisor), "remote.supervisor"):
+            time.sleep(0.02)
+        wall = time.time() - started
         ended = _first(instance, queued.run_id, DagsterEventType.RUN_SUCCESS)
         first_step = _first(instance, queued.run_id, DagsterEventType.STEP_START)
-        time.sleep(0.5)  # the supervisor appends the remote-only records after the run ends
-        wall = time.time() - started
         _wait_for_quiet(home)
         return first_step - started, ended - started, wall
+
+
+def _alive(pid: int, marker: str) -> bool:
+    try:
+        return marker in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
 
 
 def _launch_and_wait(instance: DagsterInstance, project: Path, run_id: str) -> None:
