@@ -15,7 +15,9 @@ import os
 from importlib.metadata import requires
 
 import click
-from e2b import Template
+
+# `from e2b import Template` happens inside the functions: the CLI registers these commands at
+# start-up, and the e2b SDK costs ~0.5 s to import.
 
 DEFAULT_TEMPLATE_NAME = "osiris-dagster"
 PYTHON_VERSION = "3.11"
@@ -27,6 +29,8 @@ def pinned_requirements() -> list[str]:
 
 
 def sandbox_template(extra_requirements: tuple[str, ...] = ()) -> object:
+    from e2b import Template
+
     return (
         Template()
         .from_python_image(PYTHON_VERSION)
@@ -49,6 +53,8 @@ def template_group() -> None:
 @click.option("--extra", multiple=True, metavar="REQUIREMENT", help="Another pip requirement (repeatable).")
 def template_dockerfile(extra: tuple[str, ...]) -> None:
     """Print the template as a Dockerfile (offline)."""
+    from e2b import Template
+
     click.echo(Template.to_dockerfile(sandbox_template(extra)))
 
 
@@ -61,6 +67,8 @@ def template_build(name: str, cpu_count: int, memory_mb: int, extra: tuple[str, 
     """Build the template in E2B's cloud (needs E2B_API_KEY)."""
     if not os.environ.get("E2B_API_KEY"):
         raise click.UsageError("E2B_API_KEY is not set: building a template needs E2B's cloud")
+    from e2b import Template
+
     info = Template.build(
         sandbox_template(extra),  # type: ignore[arg-type]
         name,

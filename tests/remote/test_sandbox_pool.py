@@ -58,7 +58,7 @@ def test_five_runs_with_a_pool_of_two_each_get_a_fresh_sandbox(  # type: ignore[
     monkeypatch.chdir(project)
     monkeypatch.delenv("OSIRIS_PROJECT_DIR", raising=False)
     filled = subprocess.run(
-        [sys.executable, "-m", "osiris_dagster.remote.sandbox_pool", "fill"],
+        [sys.executable, "-m", "osiris_dagster.cli", "e2b", "pool", "fill"],  # the user-facing command
         cwd=project, env=env, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert filled.returncode == 0, filled.stdout + filled.stderr
