@@ -97,6 +97,7 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
         self.settings.sdk_kwargs()  # fail the launch now, with an actionable message, if unconfigured
+        _refuse_incremental_steps(run)
         files = RunFiles.for_run(self._instance.root_directory, run.run_id)
         files.root.mkdir(parents=True, exist_ok=True)
         instance = self._instance
@@ -216,6 +217,31 @@ def _project_dir(run: DagsterRun) -> Path:
         return Path(working_directory).resolve()
     base = os.environ.get(PROJECT_DIR_ENV) or os.getcwd()
     return Path(base, working_directory if working_directory and not os.environ.get(PROJECT_DIR_ENV) else "").resolve()
+
+
+def _refuse_incremental_steps(run: DagsterRun) -> None:
+    """Fail the launch of a job with incremental steps, rather than run it wrong.
+
+    An incremental step continues from the cursor committed in the host's Dagster storage and
+    appends to the CSV in the host's project; a sandbox has neither, so it would re-read from the
+    start and write a file holding only the new rows. Until both travel with the run, such jobs
+    run locally.
+    """
+    from osiris_dagster.components.incremental import incremental_cursor
+    from osiris_dagster.project import ProjectLayout
+    from osiris_dagster.remote.job_needs import find_job_pipeline
+
+    try:
+        pipeline = find_job_pipeline(ProjectLayout.discover(_project_dir(run)), run.job_name)
+    except Exception:  # a broken pipeline fails in the sandbox with its own message
+        return
+    steps = [step.id for step in pipeline.steps if incremental_cursor(step)] if pipeline else []
+    if steps:
+        raise RuntimeError(
+            f"E2BRunLauncher: {pipeline.name} has incremental steps ({', '.join(steps)}); their committed "
+            "cursor and appended CSV live on the host, so sandboxed runs cannot continue them yet. "
+            "Run this job with the default run launcher (e.g. `osiris-dagster run`)."
+        )
 
 
 def _needs_spec(run: DagsterRun, settings: SandboxSettings) -> dict[str, list[str]] | None:
