@@ -131,6 +131,8 @@ def _append_csv(
     # Only rows above this writer's own committed cursor: re-writing a staged table twice appends nothing.
     batches = rows_after(iter_staged_batches(table.path), cursor, after)
     result = append_csv(batches, table.schema, target, options, committed_bytes=committed.bytes if committed else None)
+    # Counted apart from the write, from the staged table, so the row-count check has a real reference.
+    expected = sum(batch.num_rows for batch in rows_after(iter_staged_batches(table.path), cursor, after))
     newest = staged_cursor_max(table.path, cursor)
     cursor_to = newest if newest is not None and (after is None or newest > after) else after
     total_rows = (committed.rows if committed else 0) + result.rows
@@ -141,6 +143,7 @@ def _append_csv(
         bytes=result.bytes,
         path=result.path,
         storage_kind="csv",
+        rows_expected=expected,
         metadata={
             CURSOR_FROM_KEY: show_cursor(after),
             CURSOR_TO_KEY: show_cursor(cursor_to),

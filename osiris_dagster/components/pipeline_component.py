@@ -202,7 +202,11 @@ def _write_asset(pipeline: Pipeline, step: Step, project: ProjectLayout, common:
             body=write,
             rows_of=lambda written: written.rows_written,
         )
-        expected = sum(table.rows for table in by_step.values())
+        expected = (
+            target.rows_expected
+            if target.rows_expected is not None
+            else sum(table.rows for table in by_step.values())
+        )
         passed = target.rows_written == expected
         SessionLog(project.session_dir(context.run.run_id)).event(
             "check_evaluated",

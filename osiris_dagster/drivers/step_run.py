@@ -58,3 +58,6 @@ class WrittenTarget:
     path: Path | None = None
     table_name: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    # Rows the write was meant to land, when not all extracted rows (an incremental append writes
+    # only rows past its committed cursor); the row-count check compares rows_written with it.
+    rows_expected: int | None = None
