@@ -15,7 +15,8 @@ events and masking of the final error (``step_execution`` does both).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from osiris_dagster.components.registry import ComponentType
@@ -69,6 +70,26 @@ CONFIG_SCHEMA: dict[str, Any] = {
     "if": {"required": ["write_mode"], "properties": {"write_mode": {"enum": ["upsert", "replace"]}}},
     "then": {"required": ["primary_key"]},
 }
+
+
+@dataclass(frozen=True)
+class _TableWrite:
+    """One write of staged batches into one table, whichever transport carries it."""
+
+    step: StepRun
+    connection: Connection
+    schema: str
+    table: str
+    mode: str
+    arrow_schema: pa.Schema
+    batches: Iterator[pa.RecordBatch]
+    key: Sequence[str]
+    ddl: str | None  # CREATE TABLE to run when the table is missing (create_if_missing), else None
+    progress: Callable[[int], None]
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.table}"
 
 
 class SupabaseWriteError(Exception):
@@ -136,11 +157,10 @@ def run_supabase_writer(step: StepRun, inputs: Mapping[str, ExtractedTable]) -> 
 
     try:
         ddl = _plan_ddl(step, schema, table, source.schema, key) if config.get("create_if_missing") else None
-        batches = iter_staged_batches(source.path)
-        if transport == "direct":
-            rows = _write_direct(step, connection, schema, table, mode, source.schema, batches, key, ddl, progress)
-        else:
-            rows = _write_rest(step, connection, schema, table, mode, source.schema, batches, key, ddl, progress)
+        write = _TableWrite(
+            step, connection, schema, table, mode, source.schema, iter_staged_batches(source.path), key, ddl, progress
+        )
+        rows = _write_direct(write) if transport == "direct" else _write_rest(write)
     except Exception as error:
         session.event("write.error", step_id=step.step_id, error=mask_text(str(error)) or type(error).__name__)
         raise
@@ -170,23 +190,13 @@ def _plan_ddl(step: StepRun, schema: str, table: str, arrow_schema: pa.Schema, k
     return sql
 
 
-def _write_direct(
-    step: StepRun,
-    connection: Connection,
-    schema: str,
-    table: str,
-    mode: str,
-    arrow_schema: pa.Schema,
-    batches: Any,
-    key: Sequence[str],
-    ddl: str | None,
-    progress: Any,
-) -> int:
+def _write_direct(write: _TableWrite) -> int:
     import psycopg
 
     from osiris_dagster.drivers.postgres_copy import PostgresTarget, copy_write, postgres_conninfo
 
-    target = PostgresTarget(postgres_conninfo(str(connection.fields["pg_dsn"])), schema, table)
+    step, ddl = write.step, write.ddl
+    target = PostgresTarget(postgres_conninfo(str(write.connection.fields["pg_dsn"])), write.schema, write.table)
     created = {"done": False}
 
     def create_table(pg: psycopg.Connection) -> None:
@@ -199,33 +209,29 @@ def _write_direct(
             pg.execute(ddl)  # type: ignore[arg-type]  # generated SQL, identifiers quoted
         except psycopg.Error as error:
             step.session.event(
-                "table.ddl_failed", step_id=step.step_id, table=f"{schema}.{table}", error=mask_text(str(error))
+                "table.ddl_failed", step_id=step.step_id, table=write.qualified, error=mask_text(str(error))
             )
             raise
         created["done"] = True
 
     result = copy_write(
-        target, mode, arrow_schema, batches, primary_key=key, before_write=create_table, on_progress=progress
+        target,
+        write.mode,
+        write.arrow_schema,
+        write.batches,
+        primary_key=write.key,
+        before_write=create_table,
+        on_progress=write.progress,
     )
     if created["done"]:
-        step.session.event("table.ddl_executed", step_id=step.step_id, table=f"{schema}.{table}")
+        step.session.event("table.ddl_executed", step_id=step.step_id, table=write.qualified)
     return result.rows
 
 
-def _write_rest(
-    step: StepRun,
-    connection: Connection,
-    schema: str,
-    table: str,
-    mode: str,
-    arrow_schema: pa.Schema,
-    batches: Any,
-    key: Sequence[str],
-    ddl: str | None,
-    progress: Any,
-) -> int:
+def _write_rest(write: _TableWrite) -> int:
     from osiris_dagster.drivers.supabase_rest import RetryPolicy, SupabaseRestWriter
 
+    step = write.step
     retry_config = step.config.get("retry") or {}
     policy = RetryPolicy(
         attempts=retry_config.get("attempts", RetryPolicy.attempts),
@@ -238,19 +244,19 @@ def _write_rest(
             "write.retry", step_id=step.step_id, attempt=attempt, delay_ms=delay_ms, reason=mask_text(reason)
         )
 
-    fields = connection.fields
+    fields = write.connection.fields
     with SupabaseRestWriter(
-        str(fields["url"]), str(fields["service_role_key"]), schema, table, retry=policy, on_retry=on_retry
+        str(fields["url"]), str(fields["service_role_key"]), write.schema, write.table, retry=policy, on_retry=on_retry
     ) as writer:
-        if ddl is not None and not writer.table_exists():
-            _create_over_dsn(step, connection, schema, table, ddl)
+        if write.ddl is not None and not writer.table_exists():
+            _create_over_dsn(step, write.connection, write.schema, write.table, write.ddl)
         return writer.write(
-            mode,  # type: ignore[arg-type]
-            arrow_schema,
-            batches,
-            primary_key=key,
+            write.mode,  # type: ignore[arg-type]
+            write.arrow_schema,
+            write.batches,
+            primary_key=write.key,
             batch_size=step.config.get("batch_size", 500),
-            on_progress=progress,
+            on_progress=write.progress,
         )
 
 
