@@ -13,7 +13,6 @@ What a step *does* lives in the drivers; this module only wires steps into Dagst
 import hashlib
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -39,7 +38,7 @@ from osiris_dagster.connections import load_profiles
 from osiris_dagster.drivers.step_run import StepRun, WrittenTarget
 from osiris_dagster.project import ProjectLayout
 from osiris_dagster.session.recording_executor import PIPELINE_TAG, STEP_ID_TAG, osiris_executor
-from osiris_dagster.session.session_log import SessionLog
+from osiris_dagster.session.session_log import SessionLog, file_sha256
 from osiris_dagster.spec.loader import check_step, connection_choice, load_pipeline
 from osiris_dagster.spec.model import Pipeline, Step, to_python_name
 from osiris_dagster.spec.params import effective_params
@@ -189,7 +188,7 @@ def _write_asset(pipeline: Pipeline, step: Step, project: ProjectLayout, common:
                     artifact_type="output",
                     path=target.uri,
                     size_bytes=target.bytes or 0,
-                    sha256=_sha256(target.path),
+                    sha256=file_sha256(target.path),  # lets parity compare runs that wrote the same path
                 )
             return target
 
@@ -203,9 +202,7 @@ def _write_asset(pipeline: Pipeline, step: Step, project: ProjectLayout, common:
             rows_of=lambda written: written.rows_written,
         )
         expected = (
-            target.rows_expected
-            if target.rows_expected is not None
-            else sum(table.rows for table in by_step.values())
+            target.rows_expected if target.rows_expected is not None else sum(table.rows for table in by_step.values())
         )
         passed = target.rows_written == expected
         SessionLog(project.session_dir(context.run.run_id)).event(
@@ -224,15 +221,6 @@ def _write_asset(pipeline: Pipeline, step: Step, project: ProjectLayout, common:
         )
 
     return written_asset
-
-
-def _sha256(path: Path) -> str:
-    """The output's content hash, recorded so two runs can be compared after both wrote the same path."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _code_version(step: Step) -> str:

@@ -12,7 +12,6 @@ sandbox id — none of which are compared at all.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import click
 
 from osiris_dagster.session.catalogue import catalogue
 from osiris_dagster.session.reader import SessionRecord, find_session
+from osiris_dagster.session.session_log import file_sha256
 
 DATA_FLOW_METRICS = ("rows_read", "rows_processed", "rows_written", "steps_completed", "steps_total")
 
@@ -64,14 +64,6 @@ class ParityReport:
         return "\n".join(lines).lstrip("\n")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _short(digest: str | None) -> str:
     return digest[:12] if digest else "(missing)"
 
@@ -98,7 +90,7 @@ def _outputs(record: SessionRecord) -> dict[str, tuple[str | None, str | None]]:
     for event in record.events:
         if event["event"] == "artifact_created" and event.get("artifact_type") == "output":
             path = project / event["path"]
-            on_disk = _sha256(path) if path.is_file() else None
+            on_disk = file_sha256(path) if path.is_file() else None
             outputs[event["path"]] = (event.get("sha256") or on_disk, on_disk)
     return outputs
 
@@ -147,7 +139,7 @@ def compare_sessions(dir_a: Path, dir_b: Path) -> ParityReport:
 
 def _artifact_digest(session_dir: Path, name: str) -> str:
     path = session_dir / "artifacts" / name
-    return _short(_sha256(path)) if path.is_file() else "(missing)"
+    return _short(file_sha256(path)) if path.is_file() else "(missing)"
 
 
 def _number(value: float | None) -> str:

@@ -19,6 +19,15 @@ from osiris_dagster.secrets import mask_secrets
 from osiris_dagster.session.catalogue import catalogue
 
 
+def file_sha256(path: Path) -> str:
+    """Content hash of a file the run wrote, as recorded in events and compared by parity."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
