@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -158,9 +158,19 @@ def parse_reference(reference: str, *, file: str, field: str) -> tuple[str, str]
 
 
 def load_profiles(path: Path) -> ConnectionProfiles:
-    """Read and schema-check a connections file (exit-2 errors name the file and field)."""
+    """Read and schema-check a connections file (exit-2 errors name the file and field).
+
+    Parsed once per version of the file (path, mtime, size): every step of a run resolves its
+    connection through here, and re-reading and re-validating the YAML each time is wasted work.
+    """
     if not path.is_file():
         raise ConnectionProfileError(str(path), "", "connections file not found")
+    stat = path.stat()
+    return _load_profiles(path, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=16)
+def _load_profiles(path: Path, _mtime_ns: int, _size: int) -> ConnectionProfiles:
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
