@@ -4,10 +4,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint browser
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e ".[test]"
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
 ## Run the demo pipeline (embedded SQLite movie database -> output/*.csv, session log under logs/)

@@ -30,8 +30,8 @@ sys.path.insert(0, str(REPO))
 
 from osiris_dagster.remote import relay_protocol  # noqa: E402
 from osiris_dagster.remote.event_relay import EventRelay  # noqa: E402
-from osiris_dagster.remote.local_sandbox import LocalSandboxServer  # noqa: E402
 from osiris_dagster.remote.result_archive import unpack_result  # noqa: E402
+from osiris_dagster.sandbox_server import LocalSandboxServer  # noqa: E402
 
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 # Project folders live on the repository's filesystem (git-ignored state dir), not in /tmp: on the

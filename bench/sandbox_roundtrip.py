@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from e2b import Sandbox
 
-from osiris_dagster.remote.local_sandbox import LocalSandboxServer
+from osiris_dagster.sandbox_server import LocalSandboxServer
 
 ROUNDTRIP_TARGET_MS = 100.0
 CONCURRENT_TARGET_S = 1.5

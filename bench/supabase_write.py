@@ -25,9 +25,9 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from osiris_dagster.drivers.postgres_copy import PostgresTarget, copy_write
-from osiris_dagster.drivers.postgres_ddl import create_table_sql
-from osiris_dagster.drivers.supabase_rest import SupabaseRestWriter
+from osiris_dagster.targets.supabase.postgres_copy import PostgresTarget, copy_write
+from osiris_dagster.targets.supabase.postgres_ddl import create_table_sql
+from osiris_dagster.targets.supabase.rest import SupabaseRestWriter
 from tests.supabase.postgrest_server import PostgrestServer
 
 SCHEMA = pa.schema(

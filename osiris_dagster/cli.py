@@ -216,9 +216,9 @@ def logs_show(project: ProjectLayout, run: str) -> None:
 
 def _add_optional_groups() -> None:
     """Command groups that live beside their feature (the sandbox server, the launcher)."""
-    from osiris_dagster.remote.local_sandbox.cli import sandbox
     from osiris_dagster.remote.pool_cli import pool_command
     from osiris_dagster.remote.template import e2b_group
+    from osiris_dagster.sandbox_server.cli import sandbox
     from osiris_dagster.session.parity import parity_command
 
     e2b_group.add_command(pool_command)

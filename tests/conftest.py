@@ -107,3 +107,18 @@ def postgres_database() -> Iterator[str]:
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+def connect_mariadb(database: str | None = None):  # type: ignore[no-untyped-def]
+    """A root connection; an unreachable server fails the test with the command that starts it."""
+    return _mariadb_connect(database)
+
+
+@pytest.fixture
+def mariadb_url(mariadb_database: str):  # type: ignore[no-untyped-def]
+    """A SQLAlchemy URL of a fresh, uniquely named MariaDB database, dropped afterwards."""
+    from sqlalchemy.engine import URL
+
+    return URL.create(
+        "mysql+pymysql", username="root", password="", host="127.0.0.1", port=3306, database=mariadb_database
+    )

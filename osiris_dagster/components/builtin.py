@@ -1,11 +1,11 @@
 """The built-in OML components: SQL extractors and the CSV writer.
 
 An extractor with `incremental: {cursor: <column>}` reads only the rows above the committed
-cursor (`drivers.incremental`), and the CSV writer then appends them (`drivers.csv_append`); the
+cursor (`sources.incremental`), and the CSV writer then appends them (`targets.csv_append`); the
 committed state comes from Dagster's storage (`components.incremental`).
 
 `mysql.extractor` and `sql.extractor` share one driver: MySQL/MariaDB URLs take the fast
-columnar path inside `drivers.sql_extract`, any other SQLAlchemy URL the generic streaming path.
+columnar path inside `sources.sql_extract`, any other SQLAlchemy URL the generic streaming path.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from osiris_dagster.components.registry import ComponentType
-from osiris_dagster.drivers.step_run import StepRun, WrittenTarget
+from osiris_dagster.step_run import StepRun, WrittenTarget
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
     from osiris_dagster.components.incremental import CommittedAppend
-    from osiris_dagster.drivers.csv_writer import CsvOptions
-    from osiris_dagster.drivers.incremental import CursorValue
-    from osiris_dagster.drivers.sql_extract import ExtractedTable
+    from osiris_dagster.sources.incremental import CursorValue
+    from osiris_dagster.sources.sql_extract import ExtractedTable
+    from osiris_dagster.targets.csv_writer import CsvOptions
 
 # Drivers (pyarrow, connectorx, SQLAlchemy engines) are imported when a step runs, not when
 # definitions load: every `dagster` command and code-server start pays for what is imported here.
@@ -71,8 +71,8 @@ def _table_query(url: URL, table: str) -> str:
 def run_sql_extract(step: StepRun, *, after: CursorValue | None = None) -> ExtractedTable:
     """Extract the step's query or table; an incremental step only rows with cursor > ``after``."""
     from osiris_dagster.demo.movies import ensure_demo_database
-    from osiris_dagster.drivers.incremental import incremental_query
-    from osiris_dagster.drivers.sql_extract import extract_to_staging
+    from osiris_dagster.sources.incremental import incremental_query
+    from osiris_dagster.sources.sql_extract import extract_to_staging
 
     assert step.connection is not None  # the loader guarantees extractors have one
     if step.connection.demo_database:
@@ -88,8 +88,8 @@ def run_csv_writer(
     step: StepRun, inputs: Mapping[str, ExtractedTable], *, committed: CommittedAppend | None = None
 ) -> WrittenTarget:
     """Write the input table as the step's CSV file; append when the input step is incremental."""
-    from osiris_dagster.drivers.csv_writer import CsvOptions, write_csv
-    from osiris_dagster.drivers.sql_extract import iter_staged_batches
+    from osiris_dagster.sources.sql_extract import iter_staged_batches
+    from osiris_dagster.targets.csv_writer import CsvOptions, write_csv
 
     ((need, table),) = inputs.items()
     cursor = (step.pipeline.step(need).config.get("incremental") or {}).get("cursor")
@@ -123,9 +123,9 @@ def _append_csv(
     committed: CommittedAppend | None,
 ) -> WrittenTarget:
     from osiris_dagster.components.incremental import CURSOR_FROM_KEY, CURSOR_TO_KEY, STATE_KEY
-    from osiris_dagster.drivers.csv_append import append_csv
-    from osiris_dagster.drivers.incremental import encode_cursor, rows_after, show_cursor, staged_cursor_max
-    from osiris_dagster.drivers.sql_extract import iter_staged_batches
+    from osiris_dagster.sources.incremental import encode_cursor, rows_after, show_cursor, staged_cursor_max
+    from osiris_dagster.sources.sql_extract import iter_staged_batches
+    from osiris_dagster.targets.csv_append import append_csv
 
     after = committed.cursor if committed else None
     # Only rows above this writer's own committed cursor: re-writing a staged table twice appends nothing.

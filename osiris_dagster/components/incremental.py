@@ -5,7 +5,7 @@ materialization's metadata, `incremental/state` = {"cursor": <JSON cursor>, "byt
 size>, "rows": <rows in the file>}. The committed state is that of the newest materialization
 whose **run succeeded**; materializations of failed (or still running) runs are ignored, so a
 failed run never advances the cursor: the next run re-reads from the committed cursor and
-appends after the committed bytes (`drivers.csv_append`), with no gap and no duplicate. It holds
+appends after the committed bytes (`targets.csv_append`), with no gap and no duplicate. It holds
 across restarts and processes because Dagster's storage is the only source of truth.
 
 The extracted-table asset reads from the smallest committed cursor among the writers that need
@@ -25,8 +25,8 @@ from typing import Any
 
 import dagster as dg
 
-from osiris_dagster.drivers.incremental import CursorValue, decode_cursor
 from osiris_dagster.errors import PipelineSpecError
+from osiris_dagster.sources.incremental import CursorValue, decode_cursor
 from osiris_dagster.spec.model import Pipeline, Step
 
 STATE_KEY = "incremental/state"

@@ -35,16 +35,16 @@ from osiris_dagster.components.schedules import build_schedule
 from osiris_dagster.components.sensors import build_source_change_sensor
 from osiris_dagster.components.step_execution import execute_step, staging_path
 from osiris_dagster.connections import load_profiles
-from osiris_dagster.drivers.step_run import StepRun, WrittenTarget
 from osiris_dagster.project import ProjectLayout
 from osiris_dagster.session.recording_executor import PIPELINE_TAG, STEP_ID_TAG, osiris_executor
 from osiris_dagster.session.session_log import SessionLog, file_sha256
 from osiris_dagster.spec.loader import check_step, connection_choice, load_pipeline
 from osiris_dagster.spec.model import Pipeline, Step, to_python_name
 from osiris_dagster.spec.params import effective_params
+from osiris_dagster.step_run import StepRun, WrittenTarget
 
 if TYPE_CHECKING:
-    from osiris_dagster.drivers.sql_extract import ExtractedTable
+    from osiris_dagster.sources.sql_extract import ExtractedTable
 
 ROW_COUNT_CHECK = "row_count_matches_extract"
 
@@ -136,7 +136,7 @@ def _read_asset(pipeline: Pipeline, step: Step, project: ProjectLayout, common: 
 def _extract_increment(
     context: dg.AssetExecutionContext, run: StepRun, component: ComponentType, writer_keys: list[dg.AssetKey]
 ) -> "ExtractedTable":
-    from osiris_dagster.drivers.incremental import show_cursor, staged_cursor_max
+    from osiris_dagster.sources.incremental import show_cursor, staged_cursor_max
 
     after = committed_read_cursor(context.instance, writer_keys)
     table: ExtractedTable = component.run(run, after=after)  # type: ignore[call-arg]

@@ -16,8 +16,8 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from osiris_dagster.drivers.sql_extract import ExtractedTable
-    from osiris_dagster.drivers.step_run import StepRun, WrittenTarget
+    from osiris_dagster.sources.sql_extract import ExtractedTable
+    from osiris_dagster.step_run import StepRun, WrittenTarget
 
 ENTRY_POINT_GROUP = "osiris_dagster.components"
 

@@ -1,7 +1,7 @@
 """Sensors: a pipeline's source-change sensor, and the run-failure alert for every pipeline job.
 
 **Source change** (opt-in per pipeline, `sensor: {source_change: {minimum_interval_seconds: 30}}`):
-each evaluation fingerprints the source of every read step (`drivers.source_fingerprint`) and
+each evaluation fingerprints the source of every read step (`sources.fingerprint`) and
 keeps the fingerprints in the sensor's cursor, a JSON object `{step_id: fingerprint}`. The first
 evaluation only records that baseline. Afterwards, a step whose fingerprint differs from the
 cursor's gets one run request for exactly its extracted-table asset and the written assets that
@@ -90,7 +90,7 @@ def build_source_change_sensor(
 
 def _fingerprint(pipeline: Pipeline, step: Step, project: ProjectLayout, params: dict[str, Any]) -> str:
     from osiris_dagster.demo.movies import ensure_demo_database
-    from osiris_dagster.drivers.source_fingerprint import source_fingerprint
+    from osiris_dagster.sources.fingerprint import source_fingerprint
 
     component, config = check_step(pipeline, step, params)
     profiles = load_profiles(project.connections_file)

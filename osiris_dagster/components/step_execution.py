@@ -20,7 +20,6 @@ import dagster as dg
 
 from osiris_dagster.components.registry import ComponentType
 from osiris_dagster.connections import Connection, load_profiles
-from osiris_dagster.drivers.step_run import StepRun
 from osiris_dagster.errors import InputError
 from osiris_dagster.project import ProjectLayout
 from osiris_dagster.secrets import mask_secrets, mask_text
@@ -28,6 +27,7 @@ from osiris_dagster.session.session_log import SessionLog
 from osiris_dagster.spec.loader import check_step, connection_choice
 from osiris_dagster.spec.model import Pipeline, Step
 from osiris_dagster.spec.params import effective_params
+from osiris_dagster.step_run import StepRun
 
 T = TypeVar("T")
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from osiris_dagster.drivers.step_run import WrittenTarget
 from osiris_dagster.project import ProjectLayout
+from osiris_dagster.step_run import WrittenTarget
 
 
 class WrittenTargetIOManager(dg.ConfigurableIOManager):

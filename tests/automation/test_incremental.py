@@ -11,8 +11,8 @@ import dagster as dg
 import pytest
 
 from osiris_dagster.components.incremental import committed_append
-from osiris_dagster.drivers.incremental import decode_cursor, encode_cursor, incremental_query
 from osiris_dagster.errors import PipelineSpecError
+from osiris_dagster.sources.incremental import decode_cursor, encode_cursor, incremental_query
 from tests.automation.helpers import repository, write_pipeline
 
 ORDERS = dg.AssetKey(["shop", "extract_orders"])

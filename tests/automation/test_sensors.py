@@ -11,10 +11,10 @@ import pytest
 
 from osiris_dagster.components.sensors import run_alert_sensor
 from osiris_dagster.connections import demo_database_path
-from osiris_dagster.drivers.source_fingerprint import source_table
 from osiris_dagster.project import ProjectLayout
 from osiris_dagster.session.catalogue import validator
 from osiris_dagster.session.reader import SessionRecord
+from osiris_dagster.sources.fingerprint import source_table
 from tests.automation.helpers import extend_pipeline, repository, write_pipeline
 
 JOB = "movies_to_csv"

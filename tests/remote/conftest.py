@@ -18,7 +18,7 @@ import pytest
 import yaml
 from dagster import DagsterInstance
 
-from osiris_dagster.remote.local_sandbox import LocalSandboxServer
+from osiris_dagster.sandbox_server import LocalSandboxServer
 from tests.conftest import dagster_bin
 
 SLOW_PIPELINE = """\

@@ -123,7 +123,7 @@ def _server_of(home: Path):  # type: ignore[no-untyped-def]
     """The sandbox server URL already written in this home's dagster.yaml."""
     import yaml
 
-    from osiris_dagster.remote.local_sandbox import LocalSandboxServer
+    from osiris_dagster.sandbox_server import LocalSandboxServer
 
     config = yaml.safe_load((home / "dagster.yaml").read_text())["run_launcher"]["config"]
 

@@ -11,7 +11,7 @@ import psycopg
 import pyarrow as pa
 
 from osiris_dagster.demo.movies import TABLES, load_demo_data
-from osiris_dagster.drivers.sql_extract import ExtractedTable, extract_to_staging, iter_staged_batches
+from osiris_dagster.sources.sql_extract import ExtractedTable, extract_to_staging, iter_staged_batches
 
 AWKWARD_SCHEMA = pa.schema(
     [

@@ -10,9 +10,9 @@ import pyarrow as pa
 import pytest
 
 from osiris_dagster.demo.movies import demo_rows
-from osiris_dagster.drivers.postgres_copy import PostgresTarget, copy_write
-from osiris_dagster.drivers.postgres_ddl import create_table_sql
-from osiris_dagster.drivers.sql_extract import iter_staged_batches
+from osiris_dagster.sources.sql_extract import iter_staged_batches
+from osiris_dagster.targets.supabase.postgres_copy import PostgresTarget, copy_write
+from osiris_dagster.targets.supabase.postgres_ddl import create_table_sql
 from tests.supabase.tables import (
     AWKWARD_SCHEMA,
     assert_rows_equal,

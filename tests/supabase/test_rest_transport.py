@@ -9,8 +9,8 @@ import psycopg
 import pyarrow as pa
 import pytest
 
-from osiris_dagster.drivers.postgres_ddl import create_table_sql
-from osiris_dagster.drivers.supabase_rest import (
+from osiris_dagster.targets.supabase.postgres_ddl import create_table_sql
+from osiris_dagster.targets.supabase.rest import (
     AmbiguousWriteError,
     RetryPolicy,
     SupabaseAuthError,

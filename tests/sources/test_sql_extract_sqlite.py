@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 from sqlalchemy.engine import URL
 
-from osiris_dagster.drivers.csv_writer import CsvOptions, write_csv
-from osiris_dagster.drivers.sql_extract import SourceError, extract_to_staging, iter_staged_batches, open_staged
+from osiris_dagster.sources.sql_extract import SourceError, extract_to_staging, iter_staged_batches, open_staged
+from osiris_dagster.targets.csv_writer import CsvOptions, write_csv
 
 ROWS = [
     (1, "Amélie, à Paris", 7.9, 2001, "2001-04-25", "2001-04-25 20:00:00", b"\x00\xff", 1),

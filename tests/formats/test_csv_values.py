@@ -8,7 +8,7 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
-from osiris_dagster.drivers.csv_format import CsvOptions, format_column, format_header, format_rows, rows_as_bytes
+from osiris_dagster.formats.csv_values import CsvOptions, format_column, format_header, format_rows, rows_as_bytes
 
 MINIMAL = CsvOptions()
 

@@ -1,7 +1,7 @@
 """``osiris-dagster sandbox serve``: run the local E2B-compatible server until Ctrl-C.
 
 The main CLI attaches the group with ``cli.add_command(sandbox)``; until then use
-``python -m osiris_dagster.remote.local_sandbox.cli serve``.
+``python -m osiris_dagster.sandbox_server.cli serve``.
 """
 
 from __future__ import annotations

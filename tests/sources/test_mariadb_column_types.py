@@ -15,9 +15,9 @@ import pyarrow as pa
 import pytest
 from sqlalchemy.engine import URL
 
-from osiris_dagster.drivers.csv_writer import CsvOptions, write_csv
-from osiris_dagster.drivers.sql_extract import SourceError, extract_to_staging, iter_staged_batches
-from tests.drivers.conftest import connect_mariadb
+from osiris_dagster.sources.sql_extract import SourceError, extract_to_staging, iter_staged_batches
+from osiris_dagster.targets.csv_writer import CsvOptions, write_csv
+from tests.conftest import connect_mariadb
 
 pytestmark = pytest.mark.mariadb
 

@@ -18,7 +18,7 @@ import pytest
 from e2b import Sandbox
 from e2b.envd.process import process_pb
 
-from osiris_dagster.remote.local_sandbox import LocalSandboxServer
+from osiris_dagster.sandbox_server import LocalSandboxServer
 
 pytestmark = pytest.mark.sandbox
 

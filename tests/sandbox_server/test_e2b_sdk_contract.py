@@ -27,7 +27,7 @@ from e2b import (
 )
 from e2b.sandbox.filesystem.filesystem import FileType, WriteEntry
 
-from osiris_dagster.remote.local_sandbox import LocalSandboxServer
+from osiris_dagster.sandbox_server import LocalSandboxServer
 
 pytestmark = pytest.mark.sandbox
 

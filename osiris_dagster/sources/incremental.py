@@ -15,7 +15,7 @@ Cursor values travel through Dagster metadata as small JSON objects ``{"type": .
 (`encode_cursor` / `decode_cursor`) so an int stays an int and a datetime a datetime.
 
 Deliberately not here: where the committed cursor comes from (Dagster's storage, see
-`components.incremental`), and the CSV side (`drivers.csv_append`).
+`components.incremental`), and the CSV side (`targets.csv_append`).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def incremental_query(url: URL, query: str, cursor: str, after: CursorValue | No
 
 def staged_cursor_max(path: Path, cursor: str) -> CursorValue | None:
     """The largest cursor value in a staged table (None when it has no rows)."""
-    from osiris_dagster.drivers.sql_extract import iter_staged_batches
+    from osiris_dagster.sources.sql_extract import iter_staged_batches
 
     return batches_cursor_max(iter_staged_batches(path), cursor)
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from e2b import Sandbox
 
-from osiris_dagster.remote.local_sandbox import LocalSandboxServer
+from osiris_dagster.sandbox_server import LocalSandboxServer
 
 
 @pytest.fixture(scope="session")

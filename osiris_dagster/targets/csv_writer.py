@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from osiris_dagster.drivers.arrow_memory import use_streaming_memory_pool
-from osiris_dagster.drivers.csv_format import (
+from osiris_dagster.arrow_memory import use_streaming_memory_pool
+from osiris_dagster.formats.csv_values import (
     CsvOptions,
     format_column,
     format_header,

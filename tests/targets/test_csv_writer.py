@@ -11,8 +11,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from osiris_dagster.drivers import csv_writer
-from osiris_dagster.drivers.csv_writer import CsvEncodingError, CsvOptions, write_csv
+from osiris_dagster.targets import csv_writer
+from osiris_dagster.targets.csv_writer import CsvEncodingError, CsvOptions, write_csv
 
 SCHEMA = pa.schema(
     [

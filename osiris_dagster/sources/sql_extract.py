@@ -76,7 +76,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
-from osiris_dagster.drivers.arrow_memory import use_streaming_memory_pool
+from osiris_dagster.arrow_memory import use_streaming_memory_pool
 
 __all__ = ["ExtractedTable", "SourceError", "extract_to_staging", "iter_staged_batches", "open_staged"]
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from osiris_dagster.drivers.csv_writer import CsvOptions, CsvWriteResult, write_csv
+from osiris_dagster.targets.csv_writer import CsvOptions, CsvWriteResult, write_csv
 
 _COPY_BUFFER = 1024 * 1024
 

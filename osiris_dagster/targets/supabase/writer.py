@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 from osiris_dagster.components.registry import ComponentType
 from osiris_dagster.connections import Connection
-from osiris_dagster.drivers.step_run import StepRun, WrittenTarget
 from osiris_dagster.secrets import mask_text
+from osiris_dagster.step_run import StepRun, WrittenTarget
 
 if TYPE_CHECKING:
     import psycopg
     import pyarrow as pa
 
-    from osiris_dagster.drivers.sql_extract import ExtractedTable
+    from osiris_dagster.sources.sql_extract import ExtractedTable
 
 # The transports (supabase-py, psycopg, pyarrow) are imported when a write runs: this module is
 # loaded through the entry point whenever definitions load, and supabase-py alone costs ~0.5 s.
@@ -119,7 +119,7 @@ def _target_uri(transport: str, connection: Connection, schema: str, table: str)
     """Where the rows went, without any credential."""
     import psycopg
 
-    from osiris_dagster.drivers.postgres_copy import postgres_conninfo
+    from osiris_dagster.targets.supabase.postgres_copy import postgres_conninfo
 
     if transport == "direct":
         info = psycopg.conninfo.conninfo_to_dict(postgres_conninfo(str(connection.fields["pg_dsn"])))
@@ -129,7 +129,7 @@ def _target_uri(transport: str, connection: Connection, schema: str, table: str)
 
 
 def run_supabase_writer(step: StepRun, inputs: Mapping[str, ExtractedTable]) -> WrittenTarget:
-    from osiris_dagster.drivers.sql_extract import iter_staged_batches
+    from osiris_dagster.sources.sql_extract import iter_staged_batches
 
     (source,) = inputs.values()
     config = step.config
@@ -180,7 +180,7 @@ def run_supabase_writer(step: StepRun, inputs: Mapping[str, ExtractedTable]) -> 
 
 
 def _plan_ddl(step: StepRun, schema: str, table: str, arrow_schema: pa.Schema, key: Sequence[str]) -> str:
-    from osiris_dagster.drivers.postgres_ddl import create_table_sql
+    from osiris_dagster.targets.supabase.postgres_ddl import create_table_sql
 
     sql = create_table_sql(schema, table, arrow_schema, key)
     path = step.artifact("ddl_plan.sql", sql, "ddl_plan")
@@ -193,7 +193,7 @@ def _plan_ddl(step: StepRun, schema: str, table: str, arrow_schema: pa.Schema, k
 def _write_direct(write: _TableWrite) -> int:
     import psycopg
 
-    from osiris_dagster.drivers.postgres_copy import PostgresTarget, copy_write, postgres_conninfo
+    from osiris_dagster.targets.supabase.postgres_copy import PostgresTarget, copy_write, postgres_conninfo
 
     step, ddl = write.step, write.ddl
     target = PostgresTarget(postgres_conninfo(str(write.connection.fields["pg_dsn"])), write.schema, write.table)
@@ -229,7 +229,7 @@ def _write_direct(write: _TableWrite) -> int:
 
 
 def _write_rest(write: _TableWrite) -> int:
-    from osiris_dagster.drivers.supabase_rest import RetryPolicy, SupabaseRestWriter
+    from osiris_dagster.targets.supabase.rest import RetryPolicy, SupabaseRestWriter
 
     step = write.step
     retry_config = step.config.get("retry") or {}
@@ -264,7 +264,7 @@ def _create_over_dsn(step: StepRun, connection: Connection, schema: str, table: 
     """REST cannot run DDL: create the table through pg_dsn, or say exactly what to do instead."""
     import psycopg
 
-    from osiris_dagster.drivers.postgres_copy import postgres_conninfo
+    from osiris_dagster.targets.supabase.postgres_copy import postgres_conninfo
 
     qualified = f"{schema}.{table}"
     dsn = connection.fields.get("pg_dsn")

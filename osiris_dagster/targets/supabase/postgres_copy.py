@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from sqlalchemy.engine import make_url
 
-from osiris_dagster.drivers.postgres_ddl import qualified_name, quote_identifier
+from osiris_dagster.targets.supabase.postgres_ddl import qualified_name, quote_identifier
 
 __all__ = ["CopyResult", "PostgresTarget", "copy_write", "postgres_conninfo"]
 

@@ -49,7 +49,7 @@ import pyarrow as pa
 import tenacity
 from supabase import ClientOptions, create_client
 
-from osiris_dagster.drivers.json_values import JsonRowEncoder, json_safe_value
+from osiris_dagster.formats.json_values import JsonRowEncoder, json_safe_value
 
 __all__ = [
     "AmbiguousWriteError",
