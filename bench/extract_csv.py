@@ -70,7 +70,8 @@ import sys
 from pathlib import Path
 from sqlalchemy.engine import URL
 from osiris_dagster.targets.csv_writer import CsvOptions, write_csv
-from osiris_dagster.sources.sql_extract import extract_to_staging, iter_staged_batches
+from osiris_dagster.sources.sql_extract import extract_to_staging
+from osiris_dagster.staging import iter_staged_batches
 
 table, out = sys.argv[1], Path(sys.argv[2])
 url = URL.create("mysql+pymysql", username="root", password="", host="127.0.0.1", port=3306,

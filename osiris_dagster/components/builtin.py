@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from osiris_dagster.components.incremental import CommittedAppend
     from osiris_dagster.sources.incremental import CursorValue
-    from osiris_dagster.sources.sql_extract import ExtractedTable
+    from osiris_dagster.staging import ExtractedTable
     from osiris_dagster.targets.csv_writer import CsvOptions
 
 # Drivers (pyarrow, connectorx, SQLAlchemy engines) are imported when a step runs, not when
@@ -88,7 +88,7 @@ def run_csv_writer(
     step: StepRun, inputs: Mapping[str, ExtractedTable], *, committed: CommittedAppend | None = None
 ) -> WrittenTarget:
     """Write the input table as the step's CSV file; append when the input step is incremental."""
-    from osiris_dagster.sources.sql_extract import iter_staged_batches
+    from osiris_dagster.staging import iter_staged_batches
     from osiris_dagster.targets.csv_writer import CsvOptions, write_csv
 
     ((need, table),) = inputs.items()
@@ -124,7 +124,7 @@ def _append_csv(
 ) -> WrittenTarget:
     from osiris_dagster.components.incremental import CURSOR_FROM_KEY, CURSOR_TO_KEY, STATE_KEY
     from osiris_dagster.sources.incremental import encode_cursor, rows_after, show_cursor, staged_cursor_max
-    from osiris_dagster.sources.sql_extract import iter_staged_batches
+    from osiris_dagster.staging import iter_staged_batches
     from osiris_dagster.targets.csv_append import append_csv
 
     after = committed.cursor if committed else None

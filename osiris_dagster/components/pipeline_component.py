@@ -44,7 +44,7 @@ from osiris_dagster.spec.params import effective_params
 from osiris_dagster.step_run import StepRun, WrittenTarget
 
 if TYPE_CHECKING:
-    from osiris_dagster.sources.sql_extract import ExtractedTable
+    from osiris_dagster.staging import ExtractedTable
 
 ROW_COUNT_CHECK = "row_count_matches_extract"
 

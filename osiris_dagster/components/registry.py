@@ -16,7 +16,7 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from osiris_dagster.sources.sql_extract import ExtractedTable
+    from osiris_dagster.staging import ExtractedTable
     from osiris_dagster.step_run import StepRun, WrittenTarget
 
 ENTRY_POINT_GROUP = "osiris_dagster.components"

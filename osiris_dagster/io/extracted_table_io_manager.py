@@ -17,7 +17,7 @@ from osiris_dagster.io.table_metadata import column_schema
 from osiris_dagster.project import ProjectLayout
 
 if TYPE_CHECKING:
-    from osiris_dagster.sources.sql_extract import ExtractedTable
+    from osiris_dagster.staging import ExtractedTable
 
 
 class ExtractedTableIOManager(dg.ConfigurableIOManager):
@@ -41,7 +41,7 @@ class ExtractedTableIOManager(dg.ConfigurableIOManager):
         )
 
     def load_input(self, context: dg.InputContext) -> ExtractedTable:
-        from osiris_dagster.sources.sql_extract import open_staged
+        from osiris_dagster.staging import open_staged
 
         metadata = context.upstream_output.definition_metadata if context.upstream_output else {}
         staged = metadata.get("osiris/staging_path")

@@ -81,7 +81,7 @@ def incremental_query(url: URL, query: str, cursor: str, after: CursorValue | No
 
 def staged_cursor_max(path: Path, cursor: str) -> CursorValue | None:
     """The largest cursor value in a staged table (None when it has no rows)."""
-    from osiris_dagster.sources.sql_extract import iter_staged_batches
+    from osiris_dagster.staging import iter_staged_batches
 
     return batches_cursor_max(iter_staged_batches(path), cursor)
 

@@ -4,13 +4,7 @@ A ``read`` step calls ``extract_to_staging``; the ``write`` step re-opens the st
 ``open_staged`` / ``iter_staged_batches``.  Memory stays at about one batch whatever the table
 size: rows arrive in batches and each batch is appended to the staged file before the next.
 
-Staging format: Arrow IPC file, uncompressed.  Measured on the 1M-row benchmark table
-(bench/extract_csv.py, 2 cores, median of 3, machine shared): IPC writes in 0.10 s / reads in
-0.04 s (172 MB); IPC+LZ4 0.11 s / 0.06 s (39 MB); Parquet (snappy) 0.71 s / 0.29 s (45 MB).
-Parquet would cost ~1 s per million rows on the hot path.  LZ4 is nearly free and 4x smaller,
-but uncompressed lets ``open_staged`` count rows from batch metadata through a memory map without
-decompressing anything, and the staged file is short-lived local scratch.  IPC also keeps every
-Arrow type exactly (decimal128(p,s), duration, int8 ...).
+The staging file format (Arrow IPC, written atomically) is ``osiris_dagster.staging``'s business.
 
 Two ways in:
 
@@ -56,16 +50,13 @@ retries, CSV or any other output format, Dagster.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import decimal
 import itertools
 import json
 import logging
-import os
 import re
 import urllib.parse
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,8 +68,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
 from osiris_dagster.arrow_memory import use_streaming_memory_pool
+from osiris_dagster.staging import ExtractedTable, open_staged, staged_file
 
-__all__ = ["ExtractedTable", "SourceError", "extract_to_staging", "iter_staged_batches", "open_staged"]
+__all__ = ["SourceError", "extract_to_staging"]
 
 
 _log = logging.getLogger(__name__)
@@ -86,16 +78,6 @@ _log = logging.getLogger(__name__)
 
 class SourceError(Exception):
     """The source could not be read; the message is safe to log (no password)."""
-
-
-@dataclass(frozen=True)
-class ExtractedTable:
-    """A staged extraction: what the downstream steps receive."""
-
-    path: Path  # the staged Arrow IPC file
-    rows: int
-    bytes: int  # size of the staged file
-    schema: pa.Schema  # columns in source order
 
 
 def extract_to_staging(url: URL | str, query: str, target: Path, *, batch_rows: int = 100_000) -> ExtractedTable:
@@ -119,71 +101,6 @@ def extract_to_staging(url: URL | str, query: str, target: Path, *, batch_rows: 
     except BaseException as exc:  # connectorx panics (pyo3 PanicException) are BaseException
         raise SourceError(_scrub(f"{type(exc).__name__}: {exc}", url)) from None
     return open_staged(target)
-
-
-def open_staged(path: Path) -> ExtractedTable:
-    """Re-open a staged file: schema and row count come from IPC metadata, no data is read."""
-    path = Path(path)
-    # A memory map touches only the metadata pages of each batch: cheap whatever the size.
-    with pa.memory_map(str(path)) as source:
-        reader = pa.ipc.open_file(source)
-        rows = sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
-        schema = reader.schema
-    return ExtractedTable(path=path, rows=rows, bytes=path.stat().st_size, schema=schema)
-
-
-def iter_staged_batches(path: Path) -> Iterator[pa.RecordBatch]:
-    """The staged batches in order, one in memory at a time."""
-    # Plain reads rather than a memory map: mapped pages stay resident (and count in RSS) until
-    # the kernel needs them, which would make memory grow with the table.
-    with pa.OSFile(str(Path(path)), "rb") as source:
-        reader = pa.ipc.open_file(source)
-        for i in range(reader.num_record_batches):
-            yield reader.get_batch(i)
-
-
-# --------------------------------------------------------------------------------------------
-# Staged file writing
-
-
-class _StagedFile:
-    """An IPC file written under a temp name and moved onto ``target`` only when complete."""
-
-    def __init__(self, target: Path, schema: pa.Schema) -> None:
-        self.target = target
-        self.schema = schema
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self.temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        self._sink = pa.OSFile(str(self.temp), "wb")
-        self._writer = pa.ipc.new_file(self._sink, schema)
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        if batch.num_rows:
-            self._writer.write_batch(batch)
-
-    def commit(self) -> None:
-        self._writer.close()
-        self._sink.close()
-        os.replace(self.temp, self.target)
-
-    def discard(self) -> None:
-        with contextlib.suppress(Exception):
-            self._writer.close()
-        with contextlib.suppress(Exception):
-            self._sink.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.temp.unlink()
-
-
-@contextlib.contextmanager
-def _staged_file(target: Path, schema: pa.Schema) -> Iterator[_StagedFile]:
-    staged = _StagedFile(target, schema)
-    try:
-        yield staged
-    except BaseException:
-        staged.discard()
-        raise
-    staged.commit()
 
 
 # --------------------------------------------------------------------------------------------
@@ -335,7 +252,7 @@ def _extract_mysql_connectorx(
     # that lead (and the process's memory) small at no measurable cost in speed.
     batch_size = min(batch_rows, _CONNECTORX_BATCH_ROWS)
     reader = connectorx.read_sql(_connectorx_url(url), fetch_query, return_type="arrow_stream", batch_size=batch_size)
-    with _staged_file(target, schema) as staged:
+    with staged_file(target, schema) as staged:
         for batch in reader:
             staged.write(_cast_connectorx_batch(batch, columns, schema))
 
@@ -452,7 +369,7 @@ def _extract_generic(
                 ]
                 schema = pa.schema([pa.field(n, t) for n, t in zip(names, types, strict=True)])
             to_python = list(converters) if converters is not None else [_converter_for(t) for t in schema.types]
-            with _staged_file(target, schema) as staged:
+            with staged_file(target, schema) as staged:
                 while rows:
                     staged.write(_rows_to_batch(rows, schema, to_python))
                     rows = result.fetchmany(batch_rows)

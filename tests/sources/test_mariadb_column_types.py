@@ -15,7 +15,8 @@ import pyarrow as pa
 import pytest
 from sqlalchemy.engine import URL
 
-from osiris_dagster.sources.sql_extract import SourceError, extract_to_staging, iter_staged_batches
+from osiris_dagster.sources.sql_extract import SourceError, extract_to_staging
+from osiris_dagster.staging import iter_staged_batches
 from osiris_dagster.targets.csv_writer import CsvOptions, write_csv
 from tests.conftest import connect_mariadb
 

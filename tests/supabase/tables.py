@@ -11,7 +11,8 @@ import psycopg
 import pyarrow as pa
 
 from osiris_dagster.demo.movies import TABLES, load_demo_data
-from osiris_dagster.sources.sql_extract import ExtractedTable, extract_to_staging, iter_staged_batches
+from osiris_dagster.sources.sql_extract import extract_to_staging
+from osiris_dagster.staging import ExtractedTable, iter_staged_batches
 
 AWKWARD_SCHEMA = pa.schema(
     [

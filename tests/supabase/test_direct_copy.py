@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from osiris_dagster.demo.movies import demo_rows
-from osiris_dagster.sources.sql_extract import iter_staged_batches
+from osiris_dagster.staging import iter_staged_batches
 from osiris_dagster.targets.supabase.postgres_copy import PostgresTarget, copy_write
 from osiris_dagster.targets.supabase.postgres_ddl import create_table_sql
 from tests.supabase.tables import (

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import psycopg
     import pyarrow as pa
 
-    from osiris_dagster.sources.sql_extract import ExtractedTable
+    from osiris_dagster.staging import ExtractedTable
 
 # The transports (supabase-py, psycopg, pyarrow) are imported when a write runs: this module is
 # loaded through the entry point whenever definitions load, and supabase-py alone costs ~0.5 s.
@@ -129,7 +129,7 @@ def _target_uri(transport: str, connection: Connection, schema: str, table: str)
 
 
 def run_supabase_writer(step: StepRun, inputs: Mapping[str, ExtractedTable]) -> WrittenTarget:
-    from osiris_dagster.sources.sql_extract import iter_staged_batches
+    from osiris_dagster.staging import iter_staged_batches
 
     (source,) = inputs.values()
     config = step.config

@@ -1,0 +1,104 @@
+"""The one home of staged extractions: Arrow IPC files written atomically, re-opened, streamed.
+
+An extracted-table asset is materialized as a staged Arrow IPC file; the written assets downstream
+stream its batches back. Everything that knows the staging file format lives here, so sources only
+hand over batches and targets only consume them.
+
+Staging format: Arrow IPC file, uncompressed. Measured on the 1M-row benchmark table
+(bench/extract_csv.py, 2 cores, median of 3, machine shared): IPC writes in 0.10 s / reads in
+0.04 s (172 MB); IPC+LZ4 0.11 s / 0.06 s (39 MB); Parquet (snappy) 0.71 s / 0.29 s (45 MB).
+Uncompressed lets ``open_staged`` count rows from batch metadata through a memory map without
+decompressing anything, and the staged file is short-lived local scratch. IPC also keeps every
+Arrow type exactly (decimal128(p,s), duration, int8 ...).
+
+Deliberately not here: where a staged file lives (``project`` / the component decide the path),
+and where its batches come from (``sources``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+__all__ = ["ExtractedTable", "StagedFile", "iter_staged_batches", "open_staged", "staged_file"]
+
+
+@dataclass(frozen=True)
+class ExtractedTable:
+    """A staged extraction: what the downstream steps receive."""
+
+    path: Path  # the staged Arrow IPC file
+    rows: int
+    bytes: int  # size of the staged file
+    schema: pa.Schema  # columns in source order
+
+
+def open_staged(path: Path) -> ExtractedTable:
+    """Re-open a staged file: schema and row count come from IPC metadata, no data is read."""
+    path = Path(path)
+    # A memory map touches only the metadata pages of each batch: cheap whatever the size.
+    with pa.memory_map(str(path)) as source:
+        reader = pa.ipc.open_file(source)
+        rows = sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+        schema = reader.schema
+    return ExtractedTable(path=path, rows=rows, bytes=path.stat().st_size, schema=schema)
+
+
+def iter_staged_batches(path: Path) -> Iterator[pa.RecordBatch]:
+    """The staged batches in order, one in memory at a time."""
+    # Plain reads rather than a memory map: mapped pages stay resident (and count in RSS) until
+    # the kernel needs them, which would make memory grow with the table.
+    with pa.OSFile(str(Path(path)), "rb") as source:
+        reader = pa.ipc.open_file(source)
+        for i in range(reader.num_record_batches):
+            yield reader.get_batch(i)
+
+
+# --------------------------------------------------------------------------------------------
+# Staged file writing
+
+
+class StagedFile:
+    """An IPC file written under a temp name and moved onto ``target`` only when complete."""
+
+    def __init__(self, target: Path, schema: pa.Schema) -> None:
+        self.target = target
+        self.schema = schema
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        self._sink = pa.OSFile(str(self.temp), "wb")
+        self._writer = pa.ipc.new_file(self._sink, schema)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows:
+            self._writer.write_batch(batch)
+
+    def commit(self) -> None:
+        self._writer.close()
+        self._sink.close()
+        os.replace(self.temp, self.target)
+
+    def discard(self) -> None:
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        with contextlib.suppress(Exception):
+            self._sink.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.temp.unlink()
+
+
+@contextlib.contextmanager
+def staged_file(target: Path, schema: pa.Schema) -> Iterator[StagedFile]:
+    staged = StagedFile(target, schema)
+    try:
+        yield staged
+    except BaseException:
+        staged.discard()
+        raise
+    staged.commit()
