@@ -5,6 +5,7 @@ cloud; see docs/local-sandbox.md. It is NOT a security boundary: commands run as
 server's user on the host.
 """
 
+from .faults import FaultPlan
 from .server import LOCAL_API_KEY, LocalSandboxServer, check_loopback_host
 
-__all__ = ["LOCAL_API_KEY", "LocalSandboxServer", "check_loopback_host"]
+__all__ = ["LOCAL_API_KEY", "FaultPlan", "LocalSandboxServer", "check_loopback_host"]

@@ -12,6 +12,7 @@ from types import FrameType
 
 import click
 
+from .faults import FAULTS_ENV, FaultPlan, FaultSpecError
 from .server import LocalSandboxServer
 
 
@@ -35,10 +36,27 @@ def sandbox() -> None:
     default=None,
     help="Where sandbox root directories are created (default: system temp dir).",
 )
-def serve(port: int, host: str, extra_path: tuple[str, ...], base_dir: str | None) -> None:
+@click.option(
+    "--faults",
+    envvar=FAULTS_ENV,
+    default=None,
+    metavar="SPEC",
+    help=(
+        "Drop command streams / file transfers on purpose, e.g. 'every=3,after=2,seed=7' or "
+        "'rate=0.2,drop=streams,max=2' (keys: drop, rate, every, after, seed, max, cut; "
+        f"see docs/local-sandbox.md). Also read from {FAULTS_ENV}."
+    ),
+)
+def serve(port: int, host: str, extra_path: tuple[str, ...], base_dir: str | None, faults: str | None) -> None:
     """Serve until Ctrl-C; prints the environment variables that point the e2b SDK here."""
     try:
-        server = LocalSandboxServer(port=port, host=host, extra_path=list(extra_path), base_dir=base_dir)
+        plan = FaultPlan.parse(faults) if faults and faults.strip() else None
+    except FaultSpecError as exc:
+        raise click.BadParameter(str(exc), param_hint="--faults") from exc
+    try:
+        server = LocalSandboxServer(
+            port=port, host=host, extra_path=list(extra_path), base_dir=base_dir, faults=plan or ""
+        )
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--host") from exc
     server.start()
@@ -48,6 +66,8 @@ def serve(port: int, host: str, extra_path: tuple[str, ...], base_dir: str | Non
     for name, value in server.env().items():
         click.echo(f"export {name}={shlex.quote(value)}")
     click.echo(f"# local E2B sandbox server listening on {server.api_url} (Ctrl-C to stop)", err=True)
+    if plan is not None:
+        click.echo(f"# fault injection on: {plan.describe()}", err=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .connect_protocol import CODE_TO_HTTP_STATUS, ConnectError
+from .faults import FaultInjector
 from .http_exchange import BadRequest, Exchange
 from .sandbox import Sandbox
 
@@ -31,12 +32,21 @@ _BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
 _DISPOSITION_PARAM = re.compile(r';\s*([a-zA-Z*]+)="((?:[^"\\]|\\.)*)"|;\s*([a-zA-Z*]+)=([^;\s]+)')
 
 
-def handle_files(exchange: Exchange, sandbox: Sandbox) -> None:
+def handle_files(
+    exchange: Exchange,
+    sandbox: Sandbox,
+    *,
+    cut_at_fraction: float | None = None,
+    faults: FaultInjector | None = None,
+) -> None:
+    """Serve one transfer; with ``cut_at_fraction`` (fault injection) reset it mid-body."""
     try:
         if exchange.method == "GET":
             exchange.drain()
-            return _download(exchange, sandbox)
+            return _download(exchange, sandbox, cut_at_fraction, faults)
         if exchange.method == "POST":
+            if cut_at_fraction is not None and faults is not None:
+                return _reset_upload(exchange, sandbox, cut_at_fraction, faults)
             return _upload(exchange, sandbox)
         exchange.drain()
         exchange.send_api_error(405, f"method {exchange.method} not allowed on /files")
@@ -46,7 +56,9 @@ def handle_files(exchange: Exchange, sandbox: Sandbox) -> None:
         exchange.send_api_error(400, str(exc))
 
 
-def _download(exchange: Exchange, sandbox: Sandbox) -> None:
+def _download(
+    exchange: Exchange, sandbox: Sandbox, cut_at_fraction: float | None, faults: FaultInjector | None
+) -> None:
     path = exchange.query_value("path")
     if not path:
         raise ConnectError("invalid_argument", "the path query parameter is required")
@@ -68,6 +80,8 @@ def _download(exchange: Exchange, sandbox: Sandbox) -> None:
         handler.send_header("Content-Length", str(size))
         handler.end_headers()
         remaining = size
+        if cut_at_fraction is not None and faults is not None:
+            remaining = int(size * cut_at_fraction)  # send this much, then reset
         while remaining > 0:
             chunk = handle.read(min(_DOWNLOAD_CHUNK, remaining))
             if not chunk:  # file shrank while we read: the framing is now broken
@@ -75,6 +89,18 @@ def _download(exchange: Exchange, sandbox: Sandbox) -> None:
                 return
             handler.wfile.write(chunk)
             remaining -= len(chunk)
+        if cut_at_fraction is not None and faults is not None:
+            exchange.abort()
+            sent = int(size * cut_at_fraction)
+            faults.record(sandbox.sandbox_id, "download", f"{path} reset after {sent} of {size} bytes")
+
+
+def _reset_upload(exchange: Exchange, sandbox: Sandbox, cut_at_fraction: float, faults: FaultInjector) -> None:
+    """Fault injection: read part of the request body, then reset; nothing is written."""
+    path = exchange.query_value("path") or "(multipart)"
+    read = exchange.read_partial_body(cut_at_fraction)
+    exchange.abort()
+    faults.record(sandbox.sandbox_id, "upload", f"{path} reset after {read} request body bytes")
 
 
 def _upload(exchange: Exchange, sandbox: Sandbox) -> None:

@@ -22,9 +22,11 @@ import queue
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .connect_protocol import ConnectError, b64decode, encode_envelope, end_of_stream
+from .faults import FaultInjector
 from .http_exchange import Exchange
 from .sandbox import Sandbox
 from .sandbox_process import SandboxProcess
@@ -94,6 +96,16 @@ UNARY_METHODS: dict[str, Callable[[Sandbox, dict[str, Any]], dict[str, Any]]] = 
 
 
 # -- server streams ------------------------------------------------------------
+@dataclass(frozen=True)
+class StreamCut:
+    """A scheduled fault-injection reset of one stream (``time.monotonic()`` moment)."""
+
+    at: float
+    injector: FaultInjector
+    sandbox_id: str
+    method: str
+
+
 def start(sandbox: Sandbox, request: dict[str, Any]) -> SandboxProcess:
     """Spawn the process described by a ``process.StartRequest``."""
     config = request.get("process")
@@ -126,14 +138,27 @@ def stream_events(
     timeout_ms: int | None,
     keepalive_s: float,
     kill_on_deadline: bool,
+    cut: StreamCut | None = None,
 ) -> None:
-    """Write start/data/keepalive/end envelopes until the process ends or time runs out."""
+    """Write start/data/keepalive/end envelopes until the process ends or time runs out.
+
+    With ``cut`` (fault injection) the TCP connection is reset at ``cut.at`` unless the
+    stream ended before; the process is not touched.
+    """
     deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
     exchange.start_chunked(200, "application/connect+json")
     try:
         exchange.write_chunk(encode_envelope({"event": {"start": {"pid": process.pid}}}))
         while True:
             wait_s = keepalive_s
+            if cut is not None:
+                until_cut = cut.at - time.monotonic()
+                if until_cut <= 0:
+                    exchange.abort()
+                    cut.injector.record(cut.sandbox_id, "stream", f"{cut.method} stream of pid {process.pid}")
+                    cut = None
+                    return
+                wait_s = min(wait_s, until_cut)
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -149,6 +174,8 @@ def stream_events(
             try:
                 event = events.get(timeout=wait_s)
             except queue.Empty:
+                if cut is not None and cut.at <= time.monotonic():
+                    continue  # woke up for the cut, not for a keepalive
                 if deadline is None or time.monotonic() < deadline:
                     exchange.write_chunk(encode_envelope({"event": {"keepalive": {}}}))
                 continue
@@ -180,6 +207,8 @@ def stream_events(
         exchange.close_connection()
     finally:
         process.unsubscribe(events)
+        if cut is not None:
+            cut.injector.stream_ended_uncut(cut.sandbox_id)
 
 
 def parse_timeout_ms(raw: str | None) -> int | None:

@@ -8,8 +8,12 @@ client), and chunked streaming responses flushed per message.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
+import os
+import socket
+import struct
 import zlib
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler
@@ -65,6 +69,23 @@ class Exchange:
         """Consume an unread body so the next request on the connection parses."""
         if self._body is None:
             self._body = self._read_raw_body()
+
+    def read_partial_body(self, fraction: float) -> int:
+        """Read about ``fraction`` of the raw body and stop (fault injection); bytes read.
+
+        A ``Content-Length`` body is cut at that fraction; a chunked body (length
+        unknown) after its first chunk.
+        """
+        rfile = self._handler.rfile
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            line = rfile.readline(65537)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                return len(line)
+            return len(line) + len(rfile.read(size))
+        length = int(self.headers.get("Content-Length") or 0)
+        return len(rfile.read(int(length * fraction))) if length else 0
 
     def _read_raw_body(self) -> bytes:
         rfile = self._handler.rfile
@@ -143,3 +164,20 @@ class Exchange:
 
     def close_connection(self) -> None:
         self._handler.close_connection = True
+
+    def abort(self) -> None:
+        """Reset the TCP connection now (fault injection): the peer sees ECONNRESET.
+
+        ``SO_LINGER`` 0 makes close() send RST instead of FIN. The socket object is
+        detached first and its fd closed directly: ``rfile``/``wfile`` still hold
+        references that would otherwise defer the close until the handler returns,
+        and a detached socket can never close a reused fd number later.
+        """
+        handler = self._handler
+        handler.close_connection = True
+        sock: socket.socket = handler.connection
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        fd = sock.detach()
+        if fd >= 0:
+            os.close(fd)

@@ -26,6 +26,7 @@ from typing import Any
 from . import envd_filesystem, envd_process
 from .connect_protocol import ConnectError, end_of_stream, parse_json_message
 from .envd_files import handle_files
+from .faults import FaultInjector, FaultPlan
 from .http_exchange import BadRequest, Exchange
 from .rest_api import handle_rest, is_rest_path
 from .sandbox import Sandbox, SandboxRegistry
@@ -59,8 +60,9 @@ class _HTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 512
 
-    def __init__(self, address: tuple[str, int], registry: SandboxRegistry) -> None:
+    def __init__(self, address: tuple[str, int], registry: SandboxRegistry, faults: FaultInjector | None) -> None:
         self.registry = registry
+        self.faults = faults
         super().__init__(address, _RequestHandler)
 
 
@@ -84,7 +86,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         exchange = Exchange(self)
         try:
-            _route(exchange, self.server.registry)
+            _route(exchange, self.server.registry, self.server.faults)
         except _CLIENT_GONE:
             self.close_connection = True
         except BadRequest as exc:
@@ -103,7 +105,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 self.close_connection = True
 
 
-def _route(exchange: Exchange, registry: SandboxRegistry) -> None:
+def _route(exchange: Exchange, registry: SandboxRegistry, faults: FaultInjector | None) -> None:
     path = exchange.path
     if is_rest_path(path):
         return handle_rest(exchange, registry)
@@ -124,7 +126,8 @@ def _route(exchange: Exchange, registry: SandboxRegistry) -> None:
         exchange.drain()
         return exchange.send(204)
     if path == "/files":
-        return handle_files(exchange, sandbox)
+        cut = faults.file_cut(sandbox.sandbox_id, sandbox.started_at) if faults else None
+        return handle_files(exchange, sandbox, cut_at_fraction=cut, faults=faults)
     service, _, method = path.lstrip("/").partition("/")
     if exchange.method == "POST" and service == envd_filesystem.SERVICE and method in envd_filesystem.METHODS:
         return _unary(exchange, sandbox, envd_filesystem.METHODS[method])
@@ -132,7 +135,7 @@ def _route(exchange: Exchange, registry: SandboxRegistry) -> None:
         if method in envd_process.UNARY_METHODS:
             return _unary(exchange, sandbox, envd_process.UNARY_METHODS[method])
         if method in ("Start", "Connect"):
-            return _process_stream(exchange, sandbox, method)
+            return _process_stream(exchange, sandbox, method, faults)
     exchange.drain()
     exchange.send_json(404, {"code": "unimplemented", "message": f"{exchange.method} {path} is not implemented"})
 
@@ -149,7 +152,7 @@ def _unary(exchange: Exchange, sandbox: Sandbox, method: Any) -> None:
     exchange.send_json(200, response)
 
 
-def _process_stream(exchange: Exchange, sandbox: Sandbox, method: str) -> None:
+def _process_stream(exchange: Exchange, sandbox: Sandbox, method: str, faults: FaultInjector | None) -> None:
     from .connect_protocol import decode_envelopes
 
     try:
@@ -173,6 +176,8 @@ def _process_stream(exchange: Exchange, sandbox: Sandbox, method: str) -> None:
     events = process.subscribe()
     if method == "Start":
         process.start_io()
+    cut_at = faults.stream_cut(sandbox.sandbox_id, sandbox.started_at) if faults else None
+    cut = envd_process.StreamCut(cut_at, faults, sandbox.sandbox_id, method) if faults and cut_at else None
     envd_process.stream_events(
         exchange,
         process,
@@ -180,6 +185,7 @@ def _process_stream(exchange: Exchange, sandbox: Sandbox, method: str) -> None:
         timeout_ms=timeout_ms,
         keepalive_s=keepalive_s,
         kill_on_deadline=method == "Start",
+        cut=cut,
     )
 
 
@@ -201,16 +207,23 @@ class LocalSandboxServer:
         *,
         base_dir: str | os.PathLike[str] | None = None,
         extra_path: list[str] | None = None,
+        faults: FaultPlan | str | None = None,
     ) -> None:
         """``base_dir``: where sandbox roots are created (default: the system temp dir).
 
         ``extra_path``: directories prepended to the sandbox PATH, e.g. the directory of
         the Python interpreter jobs should use.
+
+        ``faults``: drop command streams / file transfers on purpose (a ``FaultPlan`` or
+        its spec string, see ``faults.py`` and docs/local-sandbox.md). ``None`` reads
+        ``OSIRIS_SANDBOX_FAULTS``; ``""`` (or the variable unset or empty) means none.
         """
         self._host = check_loopback_host(host)
         self._requested_port = port
         self._base_dir = Path(base_dir) if base_dir is not None else None
         self._extra_path = list(extra_path or [])
+        plan = FaultPlan.from_env() if faults is None else _fault_plan(faults)
+        self._faults = FaultInjector(plan) if plan is not None else None
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.registry: SandboxRegistry | None = None
@@ -220,7 +233,7 @@ class LocalSandboxServer:
         if self._httpd is not None:
             return self
         self.registry = SandboxRegistry(base_dir=self._base_dir, extra_path=self._extra_path)
-        self._httpd = _HTTPServer((self._host, self._requested_port), self.registry)
+        self._httpd = _HTTPServer((self._host, self._requested_port), self.registry, self._faults)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
             kwargs={"poll_interval": 0.1},
@@ -258,6 +271,20 @@ class LocalSandboxServer:
     ) -> None:
         self.stop()
 
+    # -- fault injection -------------------------------------------------------
+    @property
+    def faults(self) -> FaultInjector | None:
+        """The active fault injector (its ``drops`` list records every executed drop)."""
+        return self._faults
+
+    def set_faults(self, plan: FaultPlan | str | None) -> FaultInjector | None:
+        """Switch fault injection on (a plan or spec) or off (``None``) while serving."""
+        plan = _fault_plan(plan) if plan is not None else None
+        self._faults = FaultInjector(plan) if plan is not None else None
+        if self._httpd is not None:
+            self._httpd.faults = self._faults
+        return self._faults
+
     # -- how to reach it -------------------------------------------------------
     @property
     def port(self) -> int:
@@ -289,3 +316,9 @@ class LocalSandboxServer:
     def env(self) -> dict[str, str]:
         """The same as environment variables, for a subprocess or ``os.environ``."""
         return {"E2B_API_KEY": self.api_key, "E2B_API_URL": self.api_url, "E2B_SANDBOX_URL": self.sandbox_url}
+
+
+def _fault_plan(value: FaultPlan | str) -> FaultPlan | None:
+    if isinstance(value, FaultPlan):
+        return value
+    return FaultPlan.parse(value) if value.strip() else None
