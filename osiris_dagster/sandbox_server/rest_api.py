@@ -9,6 +9,7 @@ same model, kill/set-timeout 204, 404 ``{"code", "message"}`` for unknown ids
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import urllib.parse
@@ -163,15 +164,68 @@ def _matches(sandbox: Sandbox, wanted: dict[str, str], states: set[str], templat
 
 
 def _list(exchange: Exchange, registry: SandboxRegistry) -> None:
+    """One page of sandboxes, E2B's way: ``limit`` (default 100) per page, ``x-next-token`` header.
+
+    The token names the last sandbox of the page (start time and id), not an offset, so a
+    sandbox created or killed between two pages neither repeats nor shifts the next page
+    (``SandboxPaginator`` follows ``has_next`` until the header is absent).
+    """
     exchange.drain()
     wanted = _metadata_filter(exchange.query_value("metadata"))
     states = {s for s in (exchange.query_value("state") or "").split(",") if s}
+    unknown = states - {"running", "paused"}
+    if unknown:
+        return exchange.send_api_error(400, f"invalid state {sorted(unknown)[0]!r}: expected running or paused")
     template = exchange.query_value("template")
-    sandboxes = sorted(registry.list(), key=lambda s: s.started_at)
-    if (exchange.query_value("order") or "").lower() == "desc":
-        sandboxes.reverse()
-    result = [s.detail() for s in sandboxes if _matches(s, wanted, states, template)]
-    limit = exchange.query_value("limit")
-    if limit and limit.isdigit() and int(limit) > 0:
-        result = result[: int(limit)]  # single page: no x-next-token header
-    exchange.send_json(200, result)
+    descending = (exchange.query_value("order") or "").lower() == "desc"
+    try:
+        limit = _page_limit(exchange.query_value("limit"))
+        after = _decode_token(exchange.query_value("nextToken"))
+    except ValueError as exc:
+        return exchange.send_api_error(400, str(exc))
+    sandboxes = sorted(
+        (s for s in registry.list() if _matches(s, wanted, states, template)),
+        key=lambda s: (s.started_at, s.sandbox_id),
+        reverse=descending,
+    )
+    if after is not None:
+        sandboxes = [
+            s
+            for s in sandboxes
+            if ((s.started_at, s.sandbox_id) < after if descending else (s.started_at, s.sandbox_id) > after)
+        ]
+    page, rest = sandboxes[:limit], sandboxes[limit:]
+    headers = {"x-next-token": _encode_token(page[-1])} if rest else {}
+    exchange.send(
+        200,
+        json.dumps([s.detail() for s in page], separators=(",", ":")).encode(),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+DEFAULT_PAGE_LIMIT = 100
+MAX_PAGE_LIMIT = 100
+
+
+def _page_limit(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return DEFAULT_PAGE_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_LIMIT:
+        raise ValueError(f"limit must be an integer between 1 and {MAX_PAGE_LIMIT}, got {raw!r}")
+    return int(raw)
+
+
+def _encode_token(sandbox: Sandbox) -> str:
+    raw = json.dumps([sandbox.started_at, sandbox.sandbox_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_token(raw: str | None) -> tuple[float, str] | None:
+    if not raw:
+        return None
+    try:
+        started_at, sandbox_id = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        return float(started_at), str(sandbox_id)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"invalid nextToken {raw!r}") from exc

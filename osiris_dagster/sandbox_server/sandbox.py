@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .connect_protocol import ConnectError
+from .process_tree import kill_sandbox_processes
 from .sandbox_paths import SANDBOX_USER, SandboxPaths
 from .sandbox_process import SandboxProcess
 
@@ -160,12 +161,14 @@ class Sandbox:
 
     # -- lifecycle -------------------------------------------------------------
     def kill(self) -> None:
-        """Kill every process group, then delete the root (best effort)."""
+        """Kill every process of the sandbox (not only the command groups), then delete the root."""
         with self._lock:
             self.alive = False
             processes = list(self._processes.values())
         for process in processes:
             process.kill_with_sandbox(f"The sandbox {self.sandbox_id} was not found")
+        # Processes that left the commands' groups (daemons, setsid, orphans) die too.
+        kill_sandbox_processes(self.root, self.paths.home, [p.pid for p in processes])
         shutil.rmtree(self.root, ignore_errors=True)
 
     def detail(self) -> dict[str, Any]:
