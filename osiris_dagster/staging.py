@@ -11,6 +11,14 @@ Uncompressed lets ``open_staged`` count rows from batch metadata through a memor
 decompressing anything, and the staged file is short-lived local scratch. IPC also keeps every
 Arrow type exactly (decimal128(p,s), duration, int8 ...).
 
+What a staged file holds (the value contract, README "CSV values"): every column is text
+(``utf8``), each cell exactly as the source database printed it, NULL as null; nothing is parsed
+into typed Arrow values, so nothing can be re-formatted differently downstream. Each field carries
+its source SQL type as field metadata under ``osiris.sql_type`` (``DECIMAL(3,1)``, ``DATETIME(3)``,
+``character varying(40)`` ...) and the schema carries the source dialect under ``osiris.dialect``
+(``mysql``, ``postgresql``, ``sqlite``, ...): targets that need types (the Supabase DDL, incremental
+cursors, the column schema in the UI) read them from there.
+
 Deliberately not here: where a staged file lives (``project`` / the component decide the path),
 and where its batches come from (``sources``).
 """
@@ -20,13 +28,43 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 
-__all__ = ["ExtractedTable", "StagedFile", "iter_staged_batches", "open_staged", "staged_file"]
+__all__ = [
+    "DIALECT_KEY",
+    "SQL_TYPE_KEY",
+    "ExtractedTable",
+    "StagedFile",
+    "iter_staged_batches",
+    "open_staged",
+    "source_dialect",
+    "sql_type",
+    "staged_file",
+    "text_schema",
+]
+
+SQL_TYPE_KEY = "osiris.sql_type"  # field metadata: the column's type in the source's SQL terms
+DIALECT_KEY = "osiris.dialect"  # schema metadata: the SQLAlchemy backend name of the source
+
+
+def text_schema(columns: Sequence[tuple[str, str]], dialect: str) -> pa.Schema:
+    """The staged schema of ``(name, source SQL type)`` columns: all text, types as metadata."""
+    fields = [pa.field(name, pa.string(), metadata={SQL_TYPE_KEY: sql}) for name, sql in columns]
+    return pa.schema(fields, metadata={DIALECT_KEY: dialect})
+
+
+def sql_type(field: pa.Field) -> str:
+    """The source SQL type recorded on a staged field ("" when it has none)."""
+    return (field.metadata or {}).get(SQL_TYPE_KEY.encode(), b"").decode()
+
+
+def source_dialect(schema: pa.Schema) -> str:
+    """The source dialect recorded on a staged schema ("" when it has none)."""
+    return (schema.metadata or {}).get(DIALECT_KEY.encode(), b"").decode()
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from osiris_dagster.connections import Connection
+from osiris_dagster.progress import RowProgress
 from osiris_dagster.project import ProjectLayout
 from osiris_dagster.session.session_log import SessionLog
 from osiris_dagster.spec.model import Pipeline, Step
@@ -28,7 +29,11 @@ class StepRun:
     project: ProjectLayout
     session: SessionLog
     staging_path: Path
-    log: logging.Logger
+    log: logging.Logger  # Dagster's context.log in a run: lines reach the UI's run log and the console
+
+    def progress(self, what: str) -> RowProgress:
+        """A progress reporter for this step's rows, logging at most every 5 s."""
+        return RowProgress(self.log, f"{self.step_id}: {what}")
 
     @property
     def step_id(self) -> str:

@@ -81,7 +81,14 @@ def run_sql_extract(step: StepRun, *, after: CursorValue | None = None) -> Extra
     query = step.config.get("query") or _table_query(url, step.config["table"])
     if "incremental" in step.config:
         query = incremental_query(url, query, step.config["incremental"]["cursor"], after)
-    return extract_to_staging(url, query, step.staging_path, batch_rows=step.config.get("batch_rows", 100_000))
+    return extract_to_staging(
+        url,
+        query,
+        step.staging_path,
+        batch_rows=step.config.get("batch_rows", 100_000),
+        progress=step.progress("extract"),
+        log=step.log,
+    )
 
 
 def run_csv_writer(
@@ -104,7 +111,7 @@ def run_csv_writer(
     target = step.project.resolve(config["path"])
     if cursor is not None:
         return _append_csv(step, table, cursor, target, options, committed)
-    result = write_csv(iter_staged_batches(table.path), table.schema, target, options)
+    result = write_csv(iter_staged_batches(table.path), table.schema, target, options, progress=step.progress("write"))
     return WrittenTarget(
         uri=step.project.relative(result.path),
         rows_written=result.rows,
@@ -130,7 +137,14 @@ def _append_csv(
     after = committed.cursor if committed else None
     # Only rows above this writer's own committed cursor: re-writing a staged table twice appends nothing.
     batches = rows_after(iter_staged_batches(table.path), cursor, after)
-    result = append_csv(batches, table.schema, target, options, committed_bytes=committed.bytes if committed else None)
+    result = append_csv(
+        batches,
+        table.schema,
+        target,
+        options,
+        committed_bytes=committed.bytes if committed else None,
+        progress=step.progress("append"),
+    )
     # Counted apart from the write, from the staged table, so the row-count check has a real reference.
     expected = sum(batch.num_rows for batch in rows_after(iter_staged_batches(table.path), cursor, after))
     newest = staged_cursor_max(table.path, cursor)

@@ -65,7 +65,7 @@ def execute_step(
             project=project,
             session=session,
             staging_path=staging_path(project, pipeline, step),
-            log=logger,
+            log=context.log,  # type: ignore[arg-type]  # DagsterLogManager: the run log, UI and console
         )
         result = body(step_run, component)
     except Exception as error:  # every failure, user's or driver's, is reported the same way
@@ -76,6 +76,11 @@ def execute_step(
         rows = rows_of(result)
         session.metric("rows_processed", rows, step_id=step.id)
         session.metric("step_duration_ms", duration_ms, step_id=step.id)
+        rate = round(rows / (duration_ms / 1000), 1) if duration_ms > 0 else 0.0
+        session.metric("rows_per_second", rate, step_id=step.id)
+        # Named: a written asset's row-count check is an output of the same op.
+        output = context.assets_def.get_output_name_for_asset_key(context.asset_key)
+        context.add_output_metadata({"rows_per_second": dg.MetadataValue.float(rate)}, output_name=output)
         session.event("step_complete", step_id=step.id, driver=driver, rows_processed=rows, duration_ms=duration_ms)
         return result
     duration_ms = _elapsed_ms(started)

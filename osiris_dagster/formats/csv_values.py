@@ -1,50 +1,30 @@
-"""The product's CSV value contract: how one Arrow column becomes CSV text.
+"""CSV quoting of staged text: how one staged column becomes CSV fields.
 
-Every rule a reader of our CSV files relies on lives here, as pure functions over Arrow arrays:
+Staged columns already hold each cell as the source database printed it (``sources``,
+``formats.mysql_text`` / ``postgres_text`` / ``python_text``), so writing CSV is quoting only:
 
-* NULL -> empty field; integers as digits; booleans as ``0``/``1``;
-* DECIMAL exactly at its declared scale (``decimal128(3,1)`` 8 -> ``8.0``, never ``8.0000000000``);
-* FLOAT/DOUBLE as the shortest text that round-trips (``0.1``, ``1e+20``, ``nan``, ``inf``);
-* DATE ``YYYY-MM-DD``; TIMESTAMP ``YYYY-MM-DD HH:MM:SS`` plus ``.ffffff`` only when the value has a
-  non-zero fraction; time zone aware timestamps are written as UTC wall time + ``+00:00``;
-* TIME ``HH:MM:SS[.ffffff]``; a duration (how MySQL ``TIME`` is staged, since it spans
-  -838:59:59..838:59:59) ``[-]HH:MM:SS[.ffffff]`` with as many hour digits as needed;
-* binary as PostgreSQL ``bytea`` hex (``\\x`` + lowercase hex), so the file loads straight into
-  PostgreSQL with ``COPY ... CSV``;
+* NULL -> empty field; any other value is its text, unchanged;
 * RFC 4180 quoting: ``minimal`` quotes only a field containing the delimiter, ``"``, CR or LF;
-  ``all`` quotes every non-NULL field; embedded quotes are doubled.  Note that with ``minimal``
-  an empty string and NULL both become an empty field (RFC 4180 has no NULL).
+  ``all`` quotes every non-NULL field (so an empty string is ``""`` and NULL stays empty);
+  embedded quotes are doubled. With ``minimal`` an empty string and NULL are both an empty field
+  (RFC 4180 has no NULL).
 
-Speed is the other half of the contract: a batch is formatted with pyarrow.compute kernels
-(casts, regex match, substring replace, element-wise join) so no Python code runs per row; the
-one exception is binary columns, hex-encoded per value (rare in tabular exports).
+Speed: a batch is quoted with pyarrow.compute kernels (regex match, substring replace,
+element-wise join), so no Python code runs per row, and a column none of whose values needs
+quoting (the common case for numbers and dates) costs one regex scan.
 
-Deliberately not here: files, temp names, encodings other than UTF-8 (see ``csv_writer``), and
-any knowledge of where the data came from.
+Deliberately not here: files, temp names, encodings other than UTF-8 (see ``targets.csv_writer``),
+value formatting of any kind (there is none to do), and where the data came from.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
-
-_MICROS_PER_SECOND = 1_000_000
-
-# Characters each formatted kind can contain.  A column whose alphabet cannot contain the
-# delimiter never needs the (comparatively costly) quoting scan: with "," as delimiter only
-# text and binary columns are scanned.
-_DIGITS = "0123456789"
-_ALPHABET_INT = _DIGITS + "-"
-_ALPHABET_FLOAT = _DIGITS + "-+.einfa"
-_ALPHABET_DECIMAL = _DIGITS + "-."
-_ALPHABET_DATE = _DIGITS + "-"
-_ALPHABET_TIMESTAMP = _DIGITS + "-:. +"
-_ALPHABET_TIME = _DIGITS + "-:."
-_ALPHABET_BYTEA = _DIGITS + "\\xabcdef"
 
 
 @dataclass(frozen=True)
@@ -106,14 +86,9 @@ def format_column(array: pa.Array | pa.ChunkedArray, options: CsvOptions) -> pa.
     """The CSV field text of every value (quoted as needed); NULL stays NULL (written as empty)."""
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
-    text, alphabet = _to_text(array)
-    if text.type != pa.string():
-        # Row joining needs one string type; batches are sliced small enough for 32-bit offsets.
-        text = text.cast(pa.string())
+    text = _as_text(array)
     if options.quoting == "all":
         quoted = pc.is_valid(text)
-    elif alphabet is not None and options.delimiter not in alphabet:
-        return text
     else:
         quoted = pc.match_substring_regex(text, _quote_regex(options.delimiter))
         if not pc.any(quoted).as_py():
@@ -125,124 +100,16 @@ def format_column(array: pa.Array | pa.ChunkedArray, options: CsvOptions) -> pa.
     return pc.binary_join_element_wise(quote, pc.replace_substring(text, '"', '""'), quote, "")
 
 
-def _to_text(array: pa.Array) -> tuple[pa.Array, str | None]:
-    """Unquoted text of each value, and the characters it can contain (None: anything)."""
+def _as_text(array: pa.Array) -> pa.Array:
     t = array.type
-    if pa.types.is_dictionary(t):
-        return _to_text(array.cast(t.value_type))
+    if pa.types.is_string(t):
+        return array
+    if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        # Row joining needs one string type; batches are sliced small enough for 32-bit offsets.
+        return array.cast(pa.string())
     if pa.types.is_null(t):
-        return pa.nulls(len(array), pa.string()), ""
-    if pa.types.is_boolean(t):
-        return array.cast(pa.int8()).cast(pa.string()), _DIGITS
-    if pa.types.is_integer(t):
-        return array.cast(pa.string()), _ALPHABET_INT
-    if pa.types.is_floating(t):
-        # Arrow uses the shortest round-trip representation (double-conversion); float32 values are
-        # printed as float32, so a FLOAT 1.1 stays "1.1" rather than "1.100000023841858".
-        return array.cast(pa.string()), _ALPHABET_FLOAT
-    if pa.types.is_decimal(t):
-        # Decimal -> string keeps exactly the type's scale: this is why extraction casts every
-        # DECIMAL column to its source precision and scale.
-        return array.cast(pa.string()), _ALPHABET_DECIMAL
-    if pa.types.is_date(t):
-        return array.cast(pa.date32()).cast(pa.string()), _ALPHABET_DATE
-    if pa.types.is_timestamp(t):
-        return _format_timestamp(array), _ALPHABET_TIMESTAMP
-    if pa.types.is_time(t):
-        return _format_time_of_day(array), _ALPHABET_TIME
-    if pa.types.is_duration(t):
-        return _format_duration(array), _ALPHABET_TIME
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return array, None
-    if pa.types.is_string_view(t):
-        return array.cast(pa.string()), None
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
-        return _format_bytea(array), _ALPHABET_BYTEA
-    if pa.types.is_binary_view(t):
-        return _format_bytea(array.cast(pa.binary())), _ALPHABET_BYTEA
-    raise TypeError(f"Arrow type {t} has no CSV representation in this product")
-
-
-def _has_fraction(micros: pa.Array) -> pa.Array:
-    # pyarrow has no integer modulo kernel; integer divide truncates, which is enough to test != 0.
-    whole = pc.multiply(pc.divide(micros, _MICROS_PER_SECOND), _MICROS_PER_SECOND)
-    return pc.not_equal(micros, whole)
-
-
-def _seconds_or_micros(
-    micros: pa.Array, full: Callable[[], pa.Array], seconds_only: Callable[[], pa.Array]
-) -> pa.Array:
-    """``full()`` text where the value has a fraction, else ``seconds_only()``.
-
-    Built lazily: most columns have no fraction at all (DATETIME(0)), and then only the cheaper
-    rendering runs.
-    """
-    fraction = _has_fraction(micros)
-    if not pc.any(fraction).as_py():
-        return seconds_only()
-    return pc.if_else(fraction, full(), seconds_only())
-
-
-def _format_timestamp(array: pa.Array) -> pa.Array:
-    t: pa.TimestampType = array.type
-    if t.unit == "ns":
-        # Sub-microsecond digits are dropped: the product's timestamps stop at microseconds.
-        array = pc.cast(array, pa.timestamp("us", tz=t.tz), safe=False)
-    # Casting away the zone keeps the UTC instant; the "+00:00" suffix below says so.
-    naive = array.cast(pa.timestamp("us"))
-    text = _seconds_or_micros(
-        naive.cast(pa.int64()),
-        lambda: naive.cast(pa.string()),  # "YYYY-MM-DD HH:MM:SS.ffffff"
-        lambda: pc.cast(naive, pa.timestamp("s"), safe=False).cast(pa.string()),
-    )
-    if t.tz is not None:
-        text = pc.binary_join_element_wise(text, "+00:00", "")
-    return text
-
-
-def _format_time_of_day(array: pa.Array) -> pa.Array:
-    if array.type.unit == "ns":
-        array = pc.cast(array, pa.time64("us"), safe=False)
-    micros = array.cast(pa.time64("us"))
-    return _seconds_or_micros(
-        micros.cast(pa.int64()),
-        lambda: micros.cast(pa.string()),  # "HH:MM:SS.ffffff"
-        lambda: pc.cast(micros, pa.time32("s"), safe=False).cast(pa.string()),
-    )
-
-
-def _format_duration(array: pa.Array) -> pa.Array:
-    """``[-]HH:MM:SS[.ffffff]``, hours unbounded: MySQL's TIME type is a signed duration."""
-    if array.type.unit == "ns":
-        array = pc.cast(array, pa.duration("us"), safe=False)
-    micros = array.cast(pa.duration("us")).cast(pa.int64())
-    magnitude = pc.abs(micros)
-    seconds = pc.divide(magnitude, _MICROS_PER_SECOND)
-    fraction = pc.subtract(magnitude, pc.multiply(seconds, _MICROS_PER_SECOND))
-    minutes_total = pc.divide(seconds, 60)
-    hours = pc.divide(minutes_total, 60)
-    minutes = pc.subtract(minutes_total, pc.multiply(hours, 60))
-    secs = pc.subtract(seconds, pc.multiply(minutes_total, 60))
-
-    def two_digits(values: pa.Array) -> pa.Array:
-        return pc.utf8_lpad(values.cast(pa.string()), 2, "0")
-
-    sign = pc.if_else(pc.less(micros, 0), "-", "")
-    text = pc.binary_join_element_wise(sign, two_digits(hours), ":", two_digits(minutes), ":", two_digits(secs), "")
-    has_fraction = pc.not_equal(fraction, 0)
-    if pc.any(has_fraction).as_py():
-        dot_fraction = pc.binary_join_element_wise(".", pc.utf8_lpad(fraction.cast(pa.string()), 6, "0"), "")
-        text = pc.if_else(has_fraction, pc.binary_join_element_wise(text, dot_fraction, ""), text)
-    return text
-
-
-def _format_bytea(array: pa.Array) -> pa.Array:
-    # No hex kernel in pyarrow: encode per value.  Binary columns are rare in tabular exports, and
-    # bytes.hex() runs in C, so this stays far from the per-row cost of a Python CSV writer.
-    return pa.array(
-        [None if value is None else "\\x" + value.hex() for value in array.to_pylist()],
-        type=pa.string(),
-    )
+        return pa.nulls(len(array), pa.string())
+    raise TypeError(f"staged columns are text; a {t} column was not produced by osiris_dagster.sources")
 
 
 def _quote_regex(delimiter: str) -> str:

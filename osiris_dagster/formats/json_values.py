@@ -1,5 +1,14 @@
 """Arrow batches as JSON-safe rows for PostgREST (the Supabase REST transport's request bodies).
 
+Staged tables are text (each cell as the source database printed it), so their values go out as
+JSON strings unchanged and PostgREST reads each with the column's input function: no conversion
+runs. One exception: a PostgreSQL ``json``/``jsonb`` source column goes out as the JSON value
+itself (``json.loads`` of its text), because PostgREST stores a JSON *string* sent to a json
+column as a JSON string. The value is the same (jsonb equality holds), but over REST ``json``
+loses its original whitespace and key order and numbers pass through a float (``1.50`` ->
+``1.5``); the direct transport (COPY) keeps the text exactly. The typed rules below serve typed
+Arrow batches handed to the writer directly.
+
 PostgREST parses each JSON value with the target column's input function, so a value only has to
 be a string Postgres itself would accept for that column; exactness matters more than JSON
 "niceness":
@@ -22,6 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import json
 import math
 from collections.abc import Callable
 from typing import Any
@@ -81,6 +91,14 @@ def _converter(arrow_type: pa.DataType) -> Converter | None:
     return None
 
 
+def _field_converter(field: pa.Field, schema: pa.Schema) -> Converter | None:
+    from osiris_dagster.staging import source_dialect, sql_type
+
+    if source_dialect(schema) == "postgresql" and sql_type(field) in ("json", "jsonb"):
+        return json.loads
+    return _converter(field.type)
+
+
 def json_safe_value(value: Any) -> Any:
     """One Python value as JSON-safe data, for callers outside a typed batch (e.g. filter values)."""
     if value is None or isinstance(value, bool | int | str):
@@ -103,7 +121,7 @@ class JsonRowEncoder:
 
     def __init__(self, schema: pa.Schema) -> None:
         self.columns = list(schema.names)
-        self._plan = [(name, _converter(field.type)) for name, field in zip(schema.names, schema, strict=True)]
+        self._plan = [(name, _field_converter(field, schema)) for name, field in zip(schema.names, schema, strict=True)]
 
     def rows(self, batch: pa.RecordBatch) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = batch.to_pylist()

@@ -6,7 +6,8 @@ total), the artifact tree with each artifact's sha256, and the sha256 of every o
 runs reported (read from each run's own project folder, the parent of its ``logs/``).
 
 Allowed to differ, and nothing else: the declared remote-only events and metrics (the schemas'
-``x-remote-only`` lists, via `catalogue()`), durations (metrics in ``ms``), timestamps and the
+``x-remote-only`` lists, via `catalogue()`), durations and rates (metrics in ``ms`` and
+``rows/s``), timestamps and the
 sandbox id — none of which are compared at all.
 """
 
@@ -68,13 +69,16 @@ def _short(digest: str | None) -> str:
     return digest[:12] if digest else "(missing)"
 
 
+_TIMING_UNITS = frozenset({"ms", "rows/s"})  # wall-clock figures: never equal twice
+
+
 def _data_flow(record: SessionRecord) -> dict[str, float]:
     """Every non-duration, non-remote-only metric: per step and as a run total."""
     remote_only = catalogue().remote_only_metrics
     values: dict[str, float] = {}
     for line in record.metrics:
         name = line["metric"]
-        if name in remote_only or line.get("unit") == "ms":
+        if name in remote_only or line.get("unit") in _TIMING_UNITS:
             continue
         key = f"{name}[{line['step_id']}]" if "step_id" in line else name
         values[key] = values.get(key, 0) + line["value"]

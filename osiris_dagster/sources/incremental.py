@@ -11,6 +11,12 @@ everything, ordered by the cursor. The cursor must grow strictly with every new 
 auto-increment id, an insertion timestamp with enough resolution): a row that arrives later with
 a cursor value not greater than one already committed is never read.
 
+Staged cells are the source's text (``staging``), so cursor values are read back into typed values
+from that text and the column's source SQL type (``cursor_values``): integers as ``int``,
+DECIMAL/NUMERIC as ``Decimal``, DATE as ``date``, DATETIME/TIMESTAMP as ``datetime``, anything else
+as text. The server compares cursors in their real type (the WHERE clause above); the writer's
+own filter (``rows_after``) compares the same typed values.
+
 Cursor values travel through Dagster metadata as small JSON objects ``{"type": ..., "value": ...}``
 (`encode_cursor` / `decode_cursor`) so an int stays an int and a datetime a datetime.
 
@@ -23,6 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -87,26 +94,72 @@ def staged_cursor_max(path: Path, cursor: str) -> CursorValue | None:
 
 
 def batches_cursor_max(batches: Iterable[Any], cursor: str) -> CursorValue | None:
-    import pyarrow.compute as pc
-
     best: Any = None
     for batch in batches:
         if batch.num_rows:
-            value = pc.max(batch.column(cursor)).as_py()
-            if value is not None and (best is None or value > best):
-                best = value
+            for value in cursor_values(batch, cursor):
+                if value is not None and (best is None or value > best):
+                    best = value
     return best
 
 
 def rows_after(batches: Iterable[Any], cursor: str, after: CursorValue | None) -> Iterable[Any]:
     """Only the rows with ``cursor > after``: what a writer has not committed yet."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     for batch in batches:
         if after is None:
             yield batch
             continue
-        column = batch.column(cursor)
-        keep = pc.fill_null(pc.greater(column, pa.scalar(after, type=column.type)), False)
-        yield batch.filter(keep)
+        keep = [value is not None and value > after for value in cursor_values(batch, cursor)]
+        yield batch.filter(pa.array(keep, pa.bool_()))
+
+
+_INTEGER = re.compile(
+    r"\b(TINYINT|SMALLINT|MEDIUMINT|INT|INTEGER|BIGINT|SERIAL|BIGSERIAL|SMALLSERIAL|INT2|INT4|INT8|YEAR)\b"
+)
+_DECIMAL = re.compile(r"\b(DECIMAL|NUMERIC|DEC|FIXED)\b")
+_DATETIME = re.compile(r"\b(DATETIME|TIMESTAMP|TIMESTAMPTZ)\b")
+_DATE = re.compile(r"^DATE\b")
+_FLOAT = re.compile(r"\b(REAL|FLOAT|FLOAT4|FLOAT8|DOUBLE)\b")
+
+
+def cursor_values(batch: Any, cursor: str) -> list[CursorValue | None]:
+    """The typed values of a staged cursor column, from its text and source SQL type."""
+    from osiris_dagster.staging import sql_type
+
+    index = batch.schema.get_field_index(cursor)
+    column = batch.column(index)
+    if not pa_is_text(column.type):
+        return column.to_pylist()  # a batch not from staging (already typed)
+    parse = _parser(sql_type(batch.schema.field(index)).upper())
+    return [None if text is None else parse(text) for text in column.to_pylist()]
+
+
+def pa_is_text(arrow_type: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type))
+
+
+def _parser(sql: str) -> Any:
+    if "[]" in sql:
+        return str
+    if _INTEGER.search(sql) and "INTERVAL" not in sql:
+        return int
+    if _DECIMAL.search(sql):
+        return decimal.Decimal
+    if _FLOAT.search(sql):
+        return float
+    if _DATETIME.search(sql):
+        return _datetime
+    if _DATE.search(sql):
+        return dt.date.fromisoformat
+    return str
+
+
+def _datetime(text: str) -> dt.datetime:
+    # PostgreSQL prints a whole-hour offset as "+05"; fromisoformat wants "+05:00".
+    if re.search(r"[+-]\d\d$", text):
+        text += ":00"
+    return dt.datetime.fromisoformat(text)

@@ -25,7 +25,7 @@ import dataclasses
 import os
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pyarrow as pa
@@ -46,6 +46,7 @@ def append_csv(
     options: CsvOptions,
     *,
     committed_bytes: int | None,
+    progress: Callable[[int], None] | None = None,
 ) -> CsvWriteResult:
     """Append ``batches`` after the first ``committed_bytes`` of ``target`` (a fresh file when None).
 
@@ -53,7 +54,7 @@ def append_csv(
     """
     target = Path(target)
     if committed_bytes is None:
-        return write_csv(batches, schema, target, options)
+        return write_csv(batches, schema, target, options, progress=progress)
     size = target.stat().st_size if target.exists() else -1
     if size < committed_bytes:
         found = "missing" if size < 0 else f"{size} bytes"
@@ -65,7 +66,7 @@ def append_csv(
     part = target.with_name(f".{target.name}.{token}.part")
     temp = target.with_name(f".{target.name}.{token}.tmp")
     try:
-        written = write_csv(batches, schema, part, dataclasses.replace(options, header=False))
+        written = write_csv(batches, schema, part, dataclasses.replace(options, header=False), progress=progress)
         with open(temp, "xb") as out:
             with open(target, "rb") as current:
                 _copy_prefix(current, out, committed_bytes)

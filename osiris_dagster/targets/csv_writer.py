@@ -9,7 +9,7 @@ UTF-8 output is written straight from the formatted Arrow buffer; any other enco
 through Python's incremental encoder per batch (slower, still no per-row Python), and a value
 the encoding cannot represent is a ``CsvEncodingError`` naming the column.
 
-Deliberately not here: the value rules (``csv_format``), where batches come from, fsync
+Deliberately not here: the value rules (``formats.csv_values``), where batches come from, fsync
 (durability against power loss is not promised; atomicity against failures is).
 """
 
@@ -59,9 +59,17 @@ class CsvWriteResult:
 
 
 def write_csv(
-    batches: Iterable[pa.RecordBatch], schema: pa.Schema, target: Path, options: CsvOptions
+    batches: Iterable[pa.RecordBatch],
+    schema: pa.Schema,
+    target: Path,
+    options: CsvOptions,
+    *,
+    progress: Callable[[int], None] | None = None,
 ) -> CsvWriteResult:
-    """Write ``batches`` (columns in ``schema`` order) as CSV at ``target``, atomically."""
+    """Write ``batches`` (columns in ``schema`` order) as CSV at ``target``, atomically.
+
+    ``progress(rows_so_far)`` is called after every written slice.
+    """
     use_streaming_memory_pool()
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +87,8 @@ def write_csv(
                 else:
                     out.write(_encode_rows(text, piece, schema, options, encode))
                 rows += piece.num_rows
+                if progress is not None:
+                    progress(rows)
             if encode is not _utf8:
                 out.write(encode("", True))  # let a stateful encoder flush what it holds
         os.replace(temp, target)

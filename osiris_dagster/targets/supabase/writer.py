@@ -130,6 +130,7 @@ def _target_uri(transport: str, connection: Connection, schema: str, table: str)
 
 def run_supabase_writer(step: StepRun, inputs: Mapping[str, ExtractedTable]) -> WrittenTarget:
     from osiris_dagster.staging import iter_staged_batches
+    from osiris_dagster.targets.supabase.value_check import checked_batches
 
     (source,) = inputs.values()
     config = step.config
@@ -152,14 +153,17 @@ def run_supabase_writer(step: StepRun, inputs: Mapping[str, ExtractedTable]) -> 
     session.event("write.start", step_id=step.step_id, table=qualified, write_mode=mode, transport=transport)
     started = time.perf_counter()
 
+    log_progress = step.progress("write")
+
     def progress(rows: int) -> None:
         session.event("write.progress", step_id=step.step_id, rows_written=rows)
+        log_progress(rows)
 
     try:
         ddl = _plan_ddl(step, schema, table, source.schema, key) if config.get("create_if_missing") else None
-        write = _TableWrite(
-            step, connection, schema, table, mode, source.schema, iter_staged_batches(source.path), key, ddl, progress
-        )
+        staged = iter_staged_batches(source.path)
+        batches = checked_batches(staged, source.schema, qualified, key, rest=transport == "rest")
+        write = _TableWrite(step, connection, schema, table, mode, source.schema, batches, key, ddl, progress)
         rows = _write_direct(write) if transport == "direct" else _write_rest(write)
     except Exception as error:
         session.event("write.error", step_id=step.step_id, error=mask_text(str(error)) or type(error).__name__)
