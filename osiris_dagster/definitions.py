@@ -15,6 +15,7 @@ from osiris_dagster.components.pipeline_component import OmlPipelineComponent
 from osiris_dagster.components.resources import pipeline_resources
 from osiris_dagster.components.sensors import run_alert_sensor
 from osiris_dagster.project import PROJECT_DIR_ENV, ProjectLayout
+from osiris_dagster.session.recording_executor import osiris_executor
 
 
 def build_definitions(project: ProjectLayout | None = None) -> dg.Definitions:
@@ -24,8 +25,11 @@ def build_definitions(project: ProjectLayout | None = None) -> dg.Definitions:
         dg.build_defs_for_component(OmlPipelineComponent(pipeline_file=str(path), project_dir=str(project.root)))
         for path in project.pipeline_files()
     ]
-    # One run-failure sensor watches every pipeline job of the code location.
-    return dg.Definitions.merge(*pipelines, dg.Definitions(resources=pipeline_resources(), sensors=[run_alert_sensor]))
+    # The executor is the location's default, so the implicit asset job (UI Materialize, selections
+    # across pipelines, backfills, `dagster asset materialize`) runs and records like a pipeline job;
+    # one run-failure sensor watches every run of the location.
+    location = dg.Definitions(resources=pipeline_resources(), sensors=[run_alert_sensor], executor=osiris_executor)
+    return dg.Definitions.merge(*pipelines, location)
 
 
 defs = build_definitions()

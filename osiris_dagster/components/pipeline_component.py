@@ -97,7 +97,8 @@ def _step_asset(pipeline: Pipeline, step: Step, project: ProjectLayout, params: 
         "kinds": set(component.kinds(config, family)),
         "code_version": _code_version(step),
         "description": step.description or _describe(step, config),
-        "op_tags": {STEP_ID_TAG: step.id},
+        # The executor names a run's pipeline(s) from these, whatever job runs the step.
+        "op_tags": {STEP_ID_TAG: step.id, PIPELINE_TAG: pipeline.name},
         "metadata": {"osiris/step_id": step.id, "osiris/component": step.component},
     }
     if component.mode == "read":

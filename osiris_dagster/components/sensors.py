@@ -1,4 +1,4 @@
-"""Sensors: a pipeline's source-change sensor, and the run-failure alert for every pipeline job.
+"""Sensors: a pipeline's source-change sensor, and the run-failure alert for every run of the code location.
 
 **Source change** (opt-in per pipeline, `sensor: {source_change: {minimum_interval_seconds: 30}}`):
 each evaluation fingerprints the source of every read step (`sources.fingerprint`) and
@@ -10,10 +10,13 @@ down, table dropped) is logged (masked) and keeps its previous fingerprint, so t
 fails nor fires on it. Parameters and connection variables are read from the environment of the
 process evaluating the sensor (the daemon's code server), as a run would read them.
 
-**Run alert**: one run-failure sensor for the code location. For a failed run of a pipeline job
-it appends a `run_alert` event {step_id, job, error} to the run's session directory and logs an
-error naming the failed step and the (masked) error. The failed step comes from the session's
-own `step_failed` event, else from Dagster's step-failure events.
+**Run alert**: one run-failure sensor for the code location. For any failed run of the location
+— a pipeline job, or the implicit `__ASSET_JOB` of the UI's Materialize, a selection across
+pipelines, a backfill — it appends a `run_alert` event {step_id, job, error} to the run's session
+directory and logs an error naming the failed step and the (masked) error. The failed step comes
+from the session's own `step_failed` event, else from Dagster's step-failure events. Dagster's
+run-status sensor machinery already limits it to runs of this code location, so it does not
+filter further (it used to key on the pipeline job's tag and missed every UI Materialize).
 """
 
 from __future__ import annotations
@@ -117,12 +120,10 @@ def _step_and_writers(pipeline: Pipeline, step: Step) -> Iterable[dg.AssetKey]:
 @dg.run_failure_sensor(
     name=RUN_ALERT_SENSOR,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Records a run_alert event in a failed pipeline run's session and logs the failed step",
+    description="Records a run_alert event in a failed run's session and logs the failed step",
 )
 def run_alert_sensor(context: dg.RunFailureSensorContext) -> None:
     run = context.dagster_run
-    if PIPELINE_TAG not in run.tags:
-        return  # not a pipeline job
     project = ProjectLayout.discover()
     session_dir = project.session_dir(run.run_id)
     step_id, error = _first_failure(context, session_dir)

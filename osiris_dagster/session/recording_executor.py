@@ -1,4 +1,4 @@
-"""The pipelines' executor: Dagster's own (in-process by default, multiprocess on request),
+"""The code location's executor: Dagster's own (in-process by default, multiprocess on request),
 wrapped so that every run writes its session directory's run-level records.
 
 Wrapping the executor, rather than hooking steps, is what makes the session directory appear
@@ -6,6 +6,15 @@ for *every* run however it was started — `dagster job execute`, the UI, the da
 or `dagster api execute_run` inside a sandbox — and lets the run's end be recorded even when a
 step failed and the rest were skipped. Step-level records are written by the steps themselves
 (`components.step_execution`).
+
+It is the code location's default executor (`definitions.py`), not only the pipeline jobs':
+the UI's Materialize / Materialize all, a selection across pipelines, asset backfills and
+`dagster asset materialize` run Dagster's implicit `__ASSET_JOB`, which takes the location's
+default. Without it those runs got Dagster's multiprocess executor (31 s against ~5 s for the
+demo) and no run-level records. A run's pipeline is read from its steps' `osiris/pipeline` op
+tag, so a run that was not started through a pipeline job still names its pipeline; a selection
+across pipelines names them all (`pipeline` "a+b", `pipelines` ["a", "b"] in status.json) and
+counts every selected step in `steps_total`.
 
 Default mode is in-process: Dagster's multiprocess executor spawns a Python process per step
 (~12 s for 11 trivial steps on a 2-core machine, against ~2 s in-process). Switch with run
@@ -56,8 +65,9 @@ class SessionRecordingExecutor(dg.Executor):
         project = ProjectLayout.discover()
         session = SessionLog(project.session_dir(run.run_id))
         step_keys = list(execution_plan.step_keys_to_execute)
-        step_ids = {key: _step_id(execution_plan, key) for key in step_keys}
-        pipeline = run.tags.get(PIPELINE_TAG, run.job_name)
+        step_ids = {key: _step_tag(execution_plan, key, STEP_ID_TAG) or key for key in step_keys}
+        pipelines = _pipelines(execution_plan, step_keys) or [run.tags.get(PIPELINE_TAG, run.job_name)]
+        pipeline = "+".join(pipelines)
         started_at, started = datetime.now(UTC), time.perf_counter()
         session.event("run_start", pipeline=pipeline, job=run.job_name, steps_total=len(step_keys), executor=self._mode)
         session.metric("steps_total", len(step_keys))
@@ -98,6 +108,7 @@ class SessionRecordingExecutor(dg.Executor):
                     "session": session.session,
                     "run_id": run.run_id,
                     "pipeline": pipeline,
+                    "pipelines": pipelines,
                     "job": run.job_name,
                     "ok": ok,
                     "exit_code": 0 if ok else 1,
@@ -121,9 +132,14 @@ def _failure_message(event: DagsterEvent) -> str:
     return data.error.message.strip() if data.error else "step failed"
 
 
-def _step_id(execution_plan: Any, step_key: str) -> str:
+def _step_tag(execution_plan: Any, step_key: str, tag: str) -> str | None:
     step = execution_plan.get_step_by_key(step_key)
-    return (step.tags or {}).get(STEP_ID_TAG, step_key)
+    return (step.tags or {}).get(tag)
+
+
+def _pipelines(execution_plan: Any, step_keys: list[str]) -> list[str]:
+    """The pipelines whose steps this run executes, sorted (one for a pipeline job's run)."""
+    return sorted({name for key in step_keys if (name := _step_tag(execution_plan, key, PIPELINE_TAG))})
 
 
 def _sandbox_id() -> str:
