@@ -152,10 +152,13 @@ def demo_load_mysql(url: str) -> None:
 @click.option("--port", default=3000, show_default=True, help="Port of the web UI (on 127.0.0.1).")
 @click.pass_obj
 def ui(project: ProjectLayout, port: int) -> None:
-    """Open the Dagster UI on this project: `dagster dev -w workspace.yaml`, sharing the CLI's DAGSTER_HOME."""
+    """Open the Dagster UI on this project: `dagster dev -w workspace.yaml`, sharing the CLI's DAGSTER_HOME.
+
+    Ctrl-C or SIGTERM stops it whole within a few seconds (`ui_server`)."""
     import os
 
     from osiris_dagster.local_run import dagster_home
+    from osiris_dagster.ui_server import serve_ui
 
     workspace = project.root / "workspace.yaml"
     if not workspace.is_file():
@@ -163,8 +166,8 @@ def ui(project: ProjectLayout, port: int) -> None:
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home(project)), "OSIRIS_PROJECT_DIR": str(project.root)}
     dagster = str(Path(sys.executable).with_name("dagster"))
     click.echo(f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={env['DAGSTER_HOME']})")
-    os.chdir(project.root)
-    os.execve(dagster, [dagster, "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)], env)
+    command = [dagster, "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)]
+    sys.exit(serve_ui(command, env=env, cwd=project.root))
 
 
 @cli.group()

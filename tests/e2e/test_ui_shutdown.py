@@ -1,0 +1,156 @@
+"""`osiris-dagster ui` stops whole: within 10 s of SIGINT or SIGTERM, with no process of it left,
+also when a run is executing at that moment.
+
+Which processes belong to the UI is decided independently of the product's own bookkeeping: every
+process whose environment carries this test's unique DAGSTER_HOME (children inherit it, orphans
+keep it), read from /proc, plus every descendant of the `osiris-dagster ui` process seen before the
+signal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_dagster_dev import free_port, graphql
+
+EXIT_WITHIN_SECONDS = 10
+LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }"
+LAUNCH = """
+mutation($location: String!) {
+  launchRun(executionParams: {
+    selector: {repositoryLocationName: $location, repositoryName: "__repository__", jobName: "movies_to_csv"}
+  }) { __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } }
+}
+"""
+
+
+def graphql_vars(port: int, query: str, variables: dict) -> dict:
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query, "variables": variables}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError:
+        return b""
+
+
+def live_pids() -> dict[int, tuple[int, bytes]]:
+    """pid -> (parent pid, command line) of every live, non-zombie process."""
+    found: dict[int, tuple[int, bytes]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        fields = _read(f"/proc/{name}/stat").rpartition(b")")[2].split()
+        if len(fields) > 1 and fields[0] != b"Z":
+            found[int(name)] = (int(fields[1]), _read(f"/proc/{name}/cmdline").replace(b"\0", b" "))
+    return found
+
+
+def descendants(root: int) -> dict[int, bytes]:
+    table = live_pids()
+    found: dict[int, bytes] = {}
+    frontier = [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, cmdline) in table.items():
+            if ppid == parent and pid not in found:
+                found[pid] = cmdline
+                frontier.append(pid)
+    return found
+
+
+def with_home(home: Path) -> dict[int, bytes]:
+    """Live processes whose environment holds DAGSTER_HOME=<home> (inherited by every child)."""
+    marker = b"DAGSTER_HOME=" + os.fsencode(home) + b"\0"
+    table = live_pids()
+    return {pid: cmdline for pid, (_, cmdline) in table.items() if marker in _read(f"/proc/{pid}/environ") + b"\0"}
+
+
+def wait_for(what: str, probe, process: subprocess.Popen, log: Path, timeout: float = 150):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, KeyError, TypeError, ValueError):
+            value = probe()
+            if value:
+                return value
+        assert process.poll() is None, f"ui exited while waiting for {what}:\n{log.read_text()[-3000:]}"
+        time.sleep(1)
+    pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ui_exits_within_10_seconds_of_a_stop_signal_and_leaves_no_process(
+    project: Path, clean_env: dict[str, str], stop: signal.Signals
+) -> None:
+    home = Path(clean_env["DAGSTER_HOME"])
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    port = free_port()
+    log = project / "ui.log"
+    with log.open("w") as output:
+        ui = subprocess.Popen(
+            [sys.executable, "-m", "osiris_dagster.cli", "ui", "--port", str(port)],
+            cwd=project,
+            env=clean_env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for("the assets in the UI", lambda: graphql(port, "{ assetNodes { id } }")["data"]["assetNodes"], ui, log)
+        (location,) = [e["name"] for e in graphql(port, LOCATIONS)["data"]["workspaceOrError"]["locationEntries"]]
+        launched = graphql_vars(port, LAUNCH, {"location": location})["data"]["launchRun"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        run_id = launched["run"]["runId"]
+        wait_for(
+            "the run to start",
+            lambda: graphql(port, f'{{ runOrError(runId: "{run_id}") {{ ... on Run {{ status }} }} }}')["data"][
+                "runOrError"
+            ]["status"]
+            == "STARTED",
+            ui,
+            log,
+        )
+        tree = descendants(ui.pid)
+        commands = b"\n".join(tree.values())
+        # The code server's gRPC server runs each run in a `multiprocessing` spawn child.
+        for piece in (b"dagster dev", b"dagster_webserver", b"dagster._daemon", b"code-server", b"spawn_main"):
+            assert piece in commands, f"{piece!r} not among the UI's processes:\n{commands.decode()}"
+
+        signalled = time.monotonic()
+        ui.send_signal(stop)
+        try:
+            code = ui.wait(timeout=EXIT_WITHIN_SECONDS)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"osiris-dagster ui still running {EXIT_WITHIN_SECONDS} s after {stop.name}")
+        took = time.monotonic() - signalled
+        assert code == 0, log.read_text()[-3000:]
+        time.sleep(0.5)  # init reaps zombies of killed orphans
+        left = {pid: cmd for pid, cmd in tree.items() if pid in live_pids()} | with_home(home)
+        assert not left, f"left behind after {stop.name} ({took:.1f} s): {left}"
+        print(f"{stop.name}: exited in {took:.1f} s, {len(tree)} processes stopped")
+    finally:
+        if ui.poll() is None:
+            ui.kill()
+            ui.wait()
+        for pid in [*descendants(ui.pid), *with_home(home)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
