@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jsonschema
 import yaml
@@ -28,8 +29,13 @@ from osiris_dagster.errors import ConnectionProfileError
 from osiris_dagster.project import ProjectLayout
 from osiris_dagster.schemas_dir import SCHEMAS_DIR
 from osiris_dagster.secrets import is_secret_key, mask_secrets, register_secret
+from osiris_dagster.strict_yaml import DuplicateKeyError, load_yaml
 
 _ENV_REF = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<fallback>[^}]*))?\}")
+# Fields holding a URL / DSN, whose user-info password is a secret even under a non-secret key.
+_URL_KEYS = frozenset({"url", "pg_dsn", "dsn"})
+# The password as written in a URL (greedy to the last '@': a raw '@' may sit in the password).
+_URL_USERINFO_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^:/@]*:(?P<password>[^/]*)@")
 REFERENCE = re.compile(r"^@(?P<family>[a-z][a-z0-9_]*)\.(?P<alias>[A-Za-z0-9_\-]+)$")
 
 # SQLAlchemy driver per SQL family, so a profile can give host/user/... instead of a URL.
@@ -140,11 +146,16 @@ class ConnectionProfiles:
             if key == "default":
                 continue
             field = f"connections.{family}.{alias}.{key}"
-            resolved[key] = _substitute(value, environ, file=self.path, field=field, owner=f"{family}.{alias}")
+            owner = f"{family}.{alias}"
+            if key in _URL_KEYS and isinstance(value, str):
+                resolved[key] = _substitute_url(value, environ, file=self.path, field=field, owner=owner)
+                _register_url_password(resolved[key])
+            else:
+                resolved[key] = _substitute(value, environ, file=self.path, field=field, owner=owner)
             if is_secret_key(key):
                 register_secret(resolved[key])
-            if key in {"url", "pg_dsn", "dsn"} and isinstance(resolved[key], str):
-                _register_url_password(resolved[key])
+        if "port" in resolved:
+            _check_port(resolved["port"], raw["port"], file=self.path, field=f"connections.{family}.{alias}.port")
         return Connection(family=family, alias=alias, fields=resolved, source_file=self.path)
 
 
@@ -172,7 +183,7 @@ def load_profiles(path: Path) -> ConnectionProfiles:
 @lru_cache(maxsize=16)
 def _load_profiles(path: Path, _mtime_ns: int, _size: int) -> ConnectionProfiles:
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         raise ConnectionProfileError(
             str(path), _yaml_position(error), f"invalid YAML: {_yaml_problem(error)}"
@@ -190,16 +201,24 @@ def _connections_validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema)
 
 
-def _substitute(value: Any, environ: Mapping[str, str], *, file: Path, field: str, owner: str) -> Any:
+def _substitute(
+    value: Any,
+    environ: Mapping[str, str],
+    *,
+    file: Path,
+    field: str,
+    owner: str,
+    encode: Callable[[str], str] = str,
+) -> Any:
     if not isinstance(value, str):
         return value
 
     def replace(match: re.Match[str]) -> str:
         name = match["name"]
         if name in environ:
-            return environ[name]
+            return encode(environ[name])
         if match["fallback"] is not None:
-            return match["fallback"]
+            return encode(match["fallback"])
         raise ConnectionProfileError(
             str(file), field, f"environment variable {name} is not set (needed by connection {owner})"
         )
@@ -207,13 +226,54 @@ def _substitute(value: Any, environ: Mapping[str, str], *, file: Path, field: st
     return _ENV_REF.sub(replace, value)
 
 
+def _substitute_url(template: str, environ: Mapping[str, str], *, file: Path, field: str, owner: str) -> str:
+    """Substitute a URL's `${VAR}`s, percent-encoding those in its user-info part.
+
+    ``url: mysql+pymysql://app:${DB_PASSWORD}@host/db`` must reach the driver with the password
+    exactly as the variable holds it, whatever characters it has (``@ : / % # ?``): so a variable
+    between ``://`` and the host's ``@`` is taken as raw text and encoded. A variable that holds
+    the whole URL (``url: ${DATABASE_URL}``) is a URL already and is used as it is.
+    """
+    scheme_end = template.find("://")
+    if scheme_end < 0:
+        return str(_substitute(template, environ, file=file, field=field, owner=owner))
+    start = scheme_end + 3
+    at = template.find("@", start)
+    slash = template.find("/", start)
+    if at < 0 or (0 <= slash < at):
+        return str(_substitute(template, environ, file=file, field=field, owner=owner))
+    return (
+        str(_substitute(template[:start], environ, file=file, field=field, owner=owner))
+        + str(_substitute(template[start:at], environ, file=file, field=field, owner=owner, encode=_quote_all))
+        + str(_substitute(template[at:], environ, file=file, field=field, owner=owner))
+    )
+
+
+def _quote_all(text: str) -> str:
+    return quote(text, safe="")
+
+
+def _check_port(value: Any, template: Any, *, file: Path, field: str) -> None:
+    """A port is a whole number 1-65535; a bad one is refused at validation, naming its variable."""
+    text = str(value).strip()
+    if text.isdigit() and 1 <= int(text) <= 65535:
+        return
+    names = [m["name"] for m in _ENV_REF.finditer(template)] if isinstance(template, str) else []
+    source = f" (from ${{{names[0]}}})" if names else ""
+    raise ConnectionProfileError(str(file), field, f"'{value}'{source} is not a port number (1-65535)")
+
+
 def _register_url_password(url: str) -> None:
+    """Register a URL's password both decoded (as the driver sends it) and as written in the URL."""
     try:
         password = make_url(url).password
     except Exception:  # not a SQLAlchemy URL (e.g. an https:// API URL): nothing to register
-        return
+        password = None
     if password:
         register_secret(str(password))
+    written = _URL_USERINFO_PASSWORD.match(url)
+    if written:
+        register_secret(written["password"])
 
 
 def _json_path(parts: Any) -> str:
@@ -224,6 +284,8 @@ def _json_path(parts: Any) -> str:
 
 
 def _yaml_position(error: yaml.YAMLError) -> str:
+    if isinstance(error, DuplicateKeyError):
+        return error.field
     mark = getattr(error, "problem_mark", None)
     return f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(document)"
 

@@ -10,18 +10,20 @@ columnar path inside `sources.sql_extract`, any other SQLAlchemy URL the generic
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from osiris_dagster.components.registry import ComponentType
+from osiris_dagster.components.registry import ComponentType, ConfigProblem, WriteTarget
 from osiris_dagster.step_run import StepRun, WrittenTarget
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
     from osiris_dagster.components.incremental import CommittedAppend
+    from osiris_dagster.project import ProjectLayout
     from osiris_dagster.sources.incremental import CursorValue
     from osiris_dagster.staging import ExtractedTable
     from osiris_dagster.targets.csv_writer import CsvOptions
@@ -167,6 +169,32 @@ def _append_csv(
     )
 
 
+def check_csv_config(config: Mapping[str, Any], project: ProjectLayout | None) -> None:
+    """Refuse at validation what would otherwise fail mid-run or write in the wrong place."""
+    encoding = config.get("encoding")
+    if encoding is not None:
+        try:
+            text_encoding = codecs.lookup(encoding)._is_text_encoding  # type: ignore[attr-defined]
+        except LookupError:
+            raise ConfigProblem(
+                "encoding", f"unknown encoding '{encoding}' (e.g. utf-8, utf-8-sig, latin-1, cp1252)"
+            ) from None
+        if not text_encoding:
+            raise ConfigProblem("encoding", f"'{encoding}' is not a text encoding (e.g. utf-8, latin-1)")
+    if project is not None:
+        from osiris_dagster.output_roots import resolve_write_path
+
+        resolve_write_path(project, config["path"])
+
+
+def csv_target(config: Mapping[str, Any], connection: str | None, project: ProjectLayout | None) -> WriteTarget:
+    from osiris_dagster.output_roots import resolve_write_path
+
+    path = resolve_write_path(project, config["path"]) if project is not None else Path(config["path"])
+    shown = project.relative(path) if project is not None else config["path"]
+    return WriteTarget(identity=f"file:{path}", shown=shown, field="path")
+
+
 def _source_kinds(config: Mapping[str, Any], family: str | None) -> frozenset[str]:
     return frozenset({family or "sql"})
 
@@ -199,6 +227,8 @@ CSV_WRITER = ComponentType(
     connection_families=frozenset(),
     run=run_csv_writer,
     kinds=lambda config, family: frozenset({"csv"}),
+    check_config=check_csv_config,
+    target_of=csv_target,
 )
 
 BUILTIN_COMPONENTS = (SQL_EXTRACTOR, MYSQL_EXTRACTOR, CSV_WRITER)

@@ -59,7 +59,7 @@ class OmlPipelineComponent(dg.Component, dg.Resolvable, dg.Model):
         project = ProjectLayout.discover(self.project_dir)
         path = project.resolve(self.pipeline_file)
         profiles = load_profiles(project.connections_file) if project.connections_file.exists() else None
-        pipeline = load_pipeline(path, connections=profiles)
+        pipeline = load_pipeline(path, connections=profiles, project=project)
         params = effective_params(pipeline.params)
         check_incremental(pipeline)
         assets = [_step_asset(pipeline, step, project, params) for step in pipeline.steps]

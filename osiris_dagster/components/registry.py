@@ -16,6 +16,7 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from osiris_dagster.project import ProjectLayout
     from osiris_dagster.staging import ExtractedTable
     from osiris_dagster.step_run import StepRun, WrittenTarget
 
@@ -23,6 +24,32 @@ ENTRY_POINT_GROUP = "osiris_dagster.components"
 
 ReadDriver = Callable[["StepRun"], "ExtractedTable"]
 WriteDriver = Callable[["StepRun", Mapping[str, "ExtractedTable"]], "WrittenTarget"]
+# (rendered config, project or None) -> None; raises ConfigProblem.
+ConfigCheck = Callable[[Mapping[str, Any], "ProjectLayout | None"], None]
+# (rendered config, connection reference "@family.alias" or None, project or None) -> the target.
+TargetOf = Callable[[Mapping[str, Any], "str | None", "ProjectLayout | None"], "WriteTarget | None"]
+
+
+class ConfigProblem(Exception):
+    """A component's own check refused a step's config; ``field`` is relative to ``config``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class WriteTarget:
+    """Where a write step lands, comparable between steps: two steps on one target are refused.
+
+    ``identity`` is what makes two targets the same (a resolved file path; a connection plus
+    schema-qualified table); ``shown`` is how the error names it; ``field`` the config key.
+    """
+
+    identity: str
+    shown: str
+    field: str
 
 
 @dataclass(frozen=True)
@@ -38,6 +65,11 @@ class ComponentType:
     kinds: Callable[[Mapping[str, Any], str | None], frozenset[str]] = field(default=lambda config, family: frozenset())
     # How many steps a write step may `need` (None: any number).
     max_inputs: int | None = 1
+    # Checks a JSON Schema cannot express (a write path inside the project, a known encoding),
+    # run at validation once the config is rendered. Keep them cheap: they run for every step.
+    check_config: ConfigCheck | None = None
+    # What a write step writes to, so that two writers on one target are refused at validation.
+    target_of: TargetOf | None = None
 
 
 @cache

@@ -2,9 +2,10 @@
 
 Checks, in the order a user would fix them: YAML syntax; OML's forbidden keys; the JSON
 Schema (`schemas/pipeline.schema.json`); unique step ids, `needs` naming existing steps, no
-cycles; known component, mode fitting the component; parameters; inline secrets; each
-component's own config schema; the connection family fitting the component (and, when
-connection profiles are given, the alias existing). Every failure is a `PipelineSpecError`
+cycles; known component, mode fitting the component; parameters (and that every value given
+for a run is declared); inline secrets; each component's own config schema and checks (a write
+path inside the project, a known encoding); the connection family fitting the component (and,
+when connection profiles are given, the alias existing); one writer per target. Every failure is a `PipelineSpecError`
 naming the file and the field, e.g. ``assets/movies.yaml: steps[3].needs: unknown step
 'extract-actor' (did you mean 'extract-actors'?)``.
 """
@@ -21,13 +22,15 @@ from typing import Any
 import jsonschema
 import yaml
 
-from osiris_dagster.components.registry import ComponentType, component_types
+from osiris_dagster.components.registry import ComponentType, ConfigProblem, component_types
 from osiris_dagster.connections import ConnectionProfiles, parse_reference
 from osiris_dagster.errors import ConnectionProfileError, PipelineSpecError
+from osiris_dagster.project import ProjectLayout
 from osiris_dagster.schemas_dir import SCHEMAS_DIR
 from osiris_dagster.secrets import is_secret_key
 from osiris_dagster.spec.model import Pipeline, Step
 from osiris_dagster.spec.params import UnknownParamError, effective_params, render
+from osiris_dagster.strict_yaml import DuplicateKeyError, load_yaml
 
 # OML 0.1.0 forbids these top-level keys; each has a replacement worth naming.
 FORBIDDEN_TOP_LEVEL = {
@@ -44,7 +47,13 @@ def load_pipeline(
     params: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
     connections: ConnectionProfiles | None = None,
+    project: ProjectLayout | None = None,
 ) -> Pipeline:
+    """Read and validate one pipeline file; raises `PipelineSpecError` naming file and field.
+
+    With ``project``, write paths are checked against the project folder (and its declared
+    output roots); ``params`` are the values given for one run and must be declared.
+    """
     file = str(path)
     document = _read_yaml(path)
     _check_top_level(document, file)
@@ -76,10 +85,62 @@ def load_pipeline(
         from osiris_dagster.components.schedules import pipeline_schedule
 
         pipeline_schedule(pipeline)
+    check_param_overrides(pipeline, params)
     values = effective_params(pipeline.params, params, environ)
+    targets: dict[str, Step] = {}
     for step in steps:
-        check_step(pipeline, step, values, connections)
+        component, config = check_step(pipeline, step, values, connections, project)
+        if component.target_of is not None:
+            _check_one_writer(pipeline, step, component, config, connections, project, targets)
     return pipeline
+
+
+def check_param_overrides(pipeline: Pipeline, overrides: Mapping[str, Any] | None, source: str = "--param") -> None:
+    """A value given for a parameter the pipeline does not declare is a typo until proven otherwise."""
+    for name in overrides or {}:
+        if name in pipeline.params:
+            continue
+        hint = difflib.get_close_matches(name, list(pipeline.params), n=1)
+        declared = ", ".join(sorted(pipeline.params)) or "none"
+        suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
+        raise PipelineSpecError(
+            str(pipeline.file), "params", f"{source} '{name}' is not declared{suffix}; declared: {declared}"
+        )
+
+
+def _check_one_writer(
+    pipeline: Pipeline,
+    step: Step,
+    component: ComponentType,
+    config: Mapping[str, Any],
+    connections: ConnectionProfiles | None,
+    project: ProjectLayout | None,
+    targets: dict[str, Step],
+) -> None:
+    """Two steps writing one file (or one table over one connection) would overwrite each other."""
+    reference = None
+    if component.connection_families:
+        field = f"{step.field_prefix}.config.connection"
+        family, alias = connection_choice(
+            component, config, file=str(pipeline.file), field=field, connections=connections
+        )
+        reference = f"@{family}.{alias}" if alias else str(config.get("connection") or f"@{family}")
+    try:
+        target = component.target_of(config, reference, project)  # type: ignore[misc]
+    except ConfigProblem as problem:
+        raise PipelineSpecError(
+            str(pipeline.file), f"{step.field_prefix}.config.{problem.field}", problem.message
+        ) from None
+    if target is None:
+        return
+    other = targets.get(target.identity)
+    if other is not None:
+        raise PipelineSpecError(
+            str(pipeline.file),
+            f"{step.field_prefix}.config.{target.field}",
+            f"{target.shown} is also written by {other.field_prefix} '{other.id}': one target, one writer",
+        )
+    targets[target.identity] = step
 
 
 def check_step(
@@ -87,10 +148,12 @@ def check_step(
     step: Step,
     params: Mapping[str, Any],
     connections: ConnectionProfiles | None = None,
+    project: ProjectLayout | None = None,
 ) -> tuple[ComponentType, dict[str, Any]]:
     """Validate one step with the given parameters; return its component and rendered config.
 
-    Also used at run time, when run config may bring other parameter values.
+    Also used at run time, when run config may bring other parameter values (a CSV path built
+    from a parameter is checked again there, with the run's values).
     """
     file, prefix = str(pipeline.file), step.field_prefix
     component = _component_for(step, file)
@@ -104,6 +167,11 @@ def check_step(
         error = errors[0]
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
         raise PipelineSpecError(file, f"{prefix}.config{where}", _schema_message(error))
+    if component.check_config is not None:
+        try:
+            component.check_config(config, project)
+        except ConfigProblem as problem:
+            raise PipelineSpecError(file, f"{prefix}.config.{problem.field}", problem.message) from None
     _check_connection(component, config, file, prefix, connections)
     return component, config
 
@@ -158,9 +226,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise PipelineSpecError(file, "", "pipeline file not found")
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = load_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise PipelineSpecError(file, "", "not UTF-8 text") from None
+    except DuplicateKeyError as error:
+        raise PipelineSpecError(file, error.field, f"invalid YAML: {error.problem}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(document)"

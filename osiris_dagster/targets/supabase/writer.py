@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from osiris_dagster.components.registry import ComponentType
+from osiris_dagster.components.registry import ComponentType, WriteTarget
 from osiris_dagster.connections import Connection
 from osiris_dagster.secrets import mask_text
 from osiris_dagster.step_run import StepRun, WrittenTarget
@@ -291,6 +291,13 @@ def _create_over_dsn(step: StepRun, connection: Connection, schema: str, table: 
     step.session.event("table.ddl_executed", step_id=step.step_id, table=qualified)
 
 
+def supabase_target(config: Mapping[str, Any], connection: str | None, project: object) -> WriteTarget:
+    """Two steps writing one table over one connection race each other: refused at validation."""
+    qualified = f"{config.get('schema', 'public')}.{config['table']}"
+    reference = connection or "@supabase (default)"
+    return WriteTarget(identity=f"supabase:{reference}:{qualified}", shown=f"{qualified} on {reference}", field="table")
+
+
 SUPABASE_WRITER = ComponentType(
     name="supabase.writer",
     mode="write",
@@ -299,4 +306,5 @@ SUPABASE_WRITER = ComponentType(
     connection_families=frozenset({"supabase"}),
     run=run_supabase_writer,
     kinds=lambda config, family: frozenset({"supabase", "postgres"}),
+    target_of=supabase_target,
 )
