@@ -3,33 +3,89 @@
 Loaded by `workspace.yaml` (`dagster dev -w workspace.yaml`, `dagster job execute -w
 workspace.yaml -j <job>`). The project folder is `$OSIRIS_PROJECT_DIR`, else the current
 directory; it is exported here so run workers started from this process resolve the same one.
+
+One file cannot take down the others: a pipeline file that does not validate (or whose name
+another file already uses) becomes a *broken pipeline* asset and job named after the file
+(`components.broken_pipeline`), carrying the error, and a warning is logged; every valid pipeline
+loads as usual. `osiris-dagster run` loads only the pipeline it runs (`one_pipeline_defs`).
+
+`defs` is built on first access (module `__getattr__`), so importing this module for
+`one_pipeline_defs` does not load the whole folder.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterable
+from pathlib import Path
 
 import dagster as dg
 
+from osiris_dagster.components.broken_pipeline import BROKEN_PIPELINES_METADATA_KEY, broken_pipeline_defs
 from osiris_dagster.components.pipeline_component import OmlPipelineComponent
 from osiris_dagster.components.resources import pipeline_resources
 from osiris_dagster.components.sensors import run_alert_sensor
+from osiris_dagster.errors import InputError, PipelineSpecError
+from osiris_dagster.local_run import PIPELINE_FILE_ENV
 from osiris_dagster.project import PROJECT_DIR_ENV, ProjectLayout
+from osiris_dagster.secrets import mask_text
 from osiris_dagster.session.recording_executor import osiris_executor
 
+logger = logging.getLogger("osiris_dagster.definitions")
 
-def build_definitions(project: ProjectLayout | None = None) -> dg.Definitions:
+
+def build_definitions(project: ProjectLayout | None = None, files: Iterable[Path] | None = None) -> dg.Definitions:
     project = project or ProjectLayout.discover()
     os.environ.setdefault(PROJECT_DIR_ENV, str(project.root))
-    pipelines = [
-        dg.build_defs_for_component(OmlPipelineComponent(pipeline_file=str(path), project_dir=str(project.root)))
-        for path in project.pipeline_files()
-    ]
+    pipelines: list[dg.Definitions] = []
+    broken: dict[str, str] = {}
+    names: dict[str, Path] = {}
+    for path in project.pipeline_files() if files is None else files:
+        try:
+            defs = dg.build_defs_for_component(
+                OmlPipelineComponent(pipeline_file=str(path), project_dir=str(project.root))
+            )
+            name = next(iter(defs.jobs or ())).name
+            if name in names:
+                raise PipelineSpecError(str(path), "name", f"job '{name}' is already defined by {names[name].name}")
+            names[name] = path
+            pipelines.append(defs)
+        except Exception as error:  # any failure of one file is that file's, shown in Dagster
+            message = mask_text(_cause(error))
+            logger.warning("broken pipeline file %s: %s", project.relative(path), message)
+            broken[project.relative(path)] = message
+            pipelines.append(broken_pipeline_defs(project, path, message, taken=set(names)))
     # The executor is the location's default, so the implicit asset job (UI Materialize, selections
     # across pipelines, backfills, `dagster asset materialize`) runs and records like a pipeline job;
     # one run-failure sensor watches every run of the location.
-    location = dg.Definitions(resources=pipeline_resources(), sensors=[run_alert_sensor], executor=osiris_executor)
+    location = dg.Definitions(
+        resources=pipeline_resources(),
+        sensors=[run_alert_sensor],
+        executor=osiris_executor,
+        metadata={BROKEN_PIPELINES_METADATA_KEY: dg.MetadataValue.json(broken)} if broken else None,
+    )
     return dg.Definitions.merge(*pipelines, location)
 
 
-defs = build_definitions()
+def one_pipeline_defs() -> dg.Definitions:
+    """The definitions of ONE pipeline file, ``$OSIRIS_PIPELINE_FILE``: what `osiris-dagster run`
+    executes (called by Dagster on every load, so one process can run several pipelines)."""
+    return build_definitions(files=[Path(os.environ[PIPELINE_FILE_ENV])])
+
+
+def _cause(error: BaseException) -> str:
+    """The user's error (field and message: the file is named beside it), not a wrapper's."""
+    while error.__cause__ is not None and not isinstance(error, InputError):
+        error = error.__cause__
+    if isinstance(error, InputError):
+        return f"{error.field}: {error.message}" if error.field else error.message
+    return f"{type(error).__name__}: {error}"
+
+
+def __getattr__(name: str) -> dg.Definitions:
+    if name == "defs":
+        value = build_definitions()
+        globals()["defs"] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,6 +20,8 @@ from osiris_dagster.spec.model import Pipeline
 from osiris_dagster.spec.params import effective_params
 
 DEFINITIONS_MODULE = "osiris_dagster.definitions"
+ONE_PIPELINE_ATTRIBUTE = "one_pipeline_defs"
+PIPELINE_FILE_ENV = "OSIRIS_PIPELINE_FILE"
 
 
 @dataclass(frozen=True)
@@ -32,10 +34,10 @@ class LocalRunOutcome:
 def validate_pipeline(project: ProjectLayout, path: Path, params: Mapping[str, Any] | None = None) -> Pipeline:
     """Full validation, connections and their environment variables included (raises InputError)."""
     profiles = load_profiles(project.connections_file)
-    pipeline = load_pipeline(path, params=params, connections=profiles)
+    pipeline = load_pipeline(path, params=params, connections=profiles, project=project)
     values = effective_params(pipeline.params, params)
     for step in pipeline.steps:
-        component, config = check_step(pipeline, step, values, profiles)
+        component, config = check_step(pipeline, step, values, profiles, project)
         if component.connection_families:
             family, alias = connection_choice(
                 component,
@@ -53,18 +55,18 @@ def run_pipeline(
     project: ProjectLayout, path: Path, params: Mapping[str, Any] | None = None, *, log_level: str = "WARNING"
 ) -> LocalRunOutcome:
     pipeline = validate_pipeline(project, path, params)
-    # Validate the other pipelines too: the code location loads them all, and a broken one must
-    # fail here with its own file named rather than inside Dagster.
-    for other in project.pipeline_files():
-        if other.resolve() != path.resolve():
-            load_pipeline(other, connections=load_profiles(project.connections_file))
 
     from dagster import execute_job
     from dagster._core.definitions.reconstruct import ReconstructableRepository
 
+    # The run loads this one pipeline file, not the whole assets/ folder: another file being
+    # broken (or slow to load) is no business of this run.
     os.environ[PROJECT_DIR_ENV] = str(project.root)
+    os.environ[PIPELINE_FILE_ENV] = str(path.resolve())
     instance = _instance(project)
-    repository = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs", working_directory=str(project.root))
+    repository = ReconstructableRepository.for_module(
+        DEFINITIONS_MODULE, ONE_PIPELINE_ATTRIBUTE, working_directory=str(project.root)
+    )
     job = repository.get_reconstructable_job(pipeline.python_name)
     run_config = {
         "resources": {"osiris_params": {"config": {"values": dict(params or {})}}},
