@@ -6,8 +6,11 @@ Two complementary rules, because neither alone is enough:
   ``dsn``, ...) is replaced by ``***`` whatever it contains;
 * **by value** — every secret resolved from the environment is registered here, and any
   string anywhere (an exception message echoing a connection URL, a log line) has each
-  registered value replaced by ``***``. URL passwords (``scheme://user:pw@host``) are masked
-  even when the value was never registered.
+  registered value replaced by ``***`` — the value itself and the forms other code writes it
+  in: percent-encoded (``quote``, ``quote_plus``, SQLAlchemy's URL rendering), JSON-escaped
+  (once and twice: Dagster stores serialized errors inside serialized events) and Python-repr
+  escaped. A password holding ``@``, ``\\`` or a quote is then masked whole wherever it lands.
+  URL passwords (``scheme://user:pw@host``) are masked even when the value was never registered.
 
 Every writer (session events, metrics, cleaned configs, Python logs, Dagster metadata and
 failure messages) goes through `mask_secrets` / `mask_text`. This module never decides *where*
@@ -16,11 +19,13 @@ things are written; it only makes them safe to write.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 MASK = "***"
 
@@ -53,6 +58,9 @@ _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<
 
 _registry_lock = threading.Lock()
 _registered: set[str] = set()
+# Every written form of every registered secret, longest first (recomputed on registration,
+# which happens a handful of times per process; masking happens on every event).
+_masked_forms: tuple[str, ...] = ()
 # Secrets shorter than this are not masked by value: masking "1" or "ab" everywhere would
 # shred ordinary output while protecting nothing (such a value is not a credential).
 _MIN_MASKED_LENGTH = 4
@@ -69,10 +77,34 @@ def is_secret_key(key: str) -> bool:
 def register_secret(value: object) -> None:
     """Remember a resolved secret so that `mask_text` removes it from any string — and from
     every Python log record created in this process from now on."""
+    global _masked_forms
     if isinstance(value, str) and len(value) >= _MIN_MASKED_LENGTH:
         with _registry_lock:
+            if value in _registered:
+                return
             _registered.add(value)
+            forms = set(_masked_forms) | written_forms(value)
+            _masked_forms = tuple(sorted(forms, key=len, reverse=True))
         _install_log_record_masking()
+
+
+def written_forms(secret: str) -> set[str]:
+    """The ways a secret's value can appear in text the product or its libraries write."""
+    forms = {
+        secret,
+        quote(secret, safe=""),
+        quote(secret),
+        quote(secret, safe=" +"),  # SQLAlchemy's URL.render_as_string
+        quote_plus(secret),
+        quote_plus(secret, safe=""),
+        repr(secret)[1:-1],
+        secret.encode("unicode_escape").decode("ascii"),
+    }
+    for _ in range(2):  # JSON inside JSON: a serialized error inside a serialized event
+        forms |= {json.dumps(form)[1:-1] for form in forms} | {
+            json.dumps(form, ensure_ascii=False)[1:-1] for form in forms
+        }
+    return {form for form in forms if len(form) >= _MIN_MASKED_LENGTH}
 
 
 def register_secrets(values: Iterable[object]) -> None:
@@ -90,9 +122,9 @@ def mask_text(text: str) -> str:
     if not text:
         return text
     # Longest first, so a secret containing another secret is masked whole.
-    for secret in sorted(registered_secrets(), key=len, reverse=True):
-        if secret in text:
-            text = text.replace(secret, MASK)
+    for form in _masked_forms:
+        if form in text:
+            text = text.replace(form, MASK)
     return _URL_PASSWORD.sub(lambda m: f"{m['head']}{MASK}{m['at']}", text)
 
 
