@@ -74,7 +74,10 @@ def find_job_pipeline(project: ProjectLayout, job_name: str) -> Pipeline | None:
     """The pipeline whose job this is (jobs are named after their pipeline)."""
     profiles = load_profiles(project.connections_file) if project.connections_file.exists() else None
     for path in project.pipeline_files():
-        pipeline = load_pipeline(path, connections=profiles)
+        try:
+            pipeline = load_pipeline(path, connections=profiles)
+        except InputError:  # another, broken file is no business of this job (it shows in Dagster)
+            continue
         if pipeline.python_name == job_name:
             return pipeline
     return None
