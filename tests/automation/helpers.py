@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
+from osiris_dagster.components.broken_pipeline import BROKEN_PIPELINES_METADATA_KEY
 from osiris_dagster.definitions import build_definitions
 from osiris_dagster.project import ProjectLayout
 
@@ -30,3 +31,9 @@ def write_pipeline(project: Path, name: str, document: dict) -> Path:
 
 def repository(project: Path) -> dg.RepositoryDefinition:
     return build_definitions(ProjectLayout(project)).get_repository_def()
+
+
+def broken_pipelines(project: Path) -> dict[str, str]:
+    """File -> error of each pipeline file the code location shows as broken (instead of failing to load)."""
+    entry = build_definitions(ProjectLayout(project)).metadata.get(BROKEN_PIPELINES_METADATA_KEY)
+    return dict(entry.value) if entry is not None else {}

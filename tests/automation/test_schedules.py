@@ -8,8 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from osiris_dagster.errors import PipelineSpecError
-from tests.automation.helpers import extend_pipeline, repository
+from tests.automation.helpers import broken_pipelines, extend_pipeline, repository
 from tests.conftest import run_cli
 
 
@@ -55,10 +54,8 @@ def test_pipeline_without_schedule_has_none(project: Path) -> None:
 )
 def test_invalid_schedule_names_the_field(project: Path, block: dict, field: str) -> None:
     extend_pipeline(project, schedule=block)
-    with pytest.raises(PipelineSpecError) as raised:
-        repository(project)
-    assert raised.value.field == field
-    assert str(raised.value).startswith(str(project / "assets" / "movies_to_csv.yaml"))
+    # The code location still loads; the file shows as broken, its error naming the field.
+    assert broken_pipelines(project)["assets/movies_to_csv.yaml"].startswith(f"{field}: ")
 
 
 @pytest.mark.parametrize("block", [{"cron": "every morning"}, {"cron": "0 6 * *"}, {"cron": "0 6 * * *", "at": 1}])
