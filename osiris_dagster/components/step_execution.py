@@ -24,7 +24,7 @@ from osiris_dagster.errors import InputError
 from osiris_dagster.project import ProjectLayout
 from osiris_dagster.secrets import mask_secrets, mask_text
 from osiris_dagster.session.session_log import SessionLog
-from osiris_dagster.spec.loader import check_param_overrides, check_step, connection_choice
+from osiris_dagster.spec.loader import check_step, connection_choice
 from osiris_dagster.spec.model import Pipeline, Step
 from osiris_dagster.spec.params import effective_params
 from osiris_dagster.step_run import StepRun
@@ -54,7 +54,6 @@ def execute_step(
     session.event("step_start", step_id=step.id, driver=driver)
     started = time.perf_counter()
     try:
-        check_param_overrides(pipeline, params, source="run config osiris_params")
         component, config = check_step(pipeline, step, effective_params(pipeline.params, params), project=project)
         connection = _resolve_connection(session, pipeline, step, component, config, project)
         _materialize_config(session, project, step, component, config, connection)
