@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import json
 from collections.abc import Mapping
+from os.path import normpath
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -190,7 +191,7 @@ def check_csv_config(config: Mapping[str, Any], project: ProjectLayout | None) -
 def csv_target(config: Mapping[str, Any], connection: str | None, project: ProjectLayout | None) -> WriteTarget:
     from osiris_dagster.output_roots import resolve_write_path
 
-    path = resolve_write_path(project, config["path"]) if project is not None else Path(config["path"])
+    path = resolve_write_path(project, config["path"]) if project is not None else Path(normpath(config["path"]))
     shown = project.relative(path) if project is not None else config["path"]
     return WriteTarget(identity=f"file:{path}", shown=shown, field="path")
 

@@ -61,3 +61,27 @@ def test_declared_output_roots_allow_absolute_and_linked_paths(
                 rows = list(csv.reader(handle))
             assert [row[:1] for row in rows[1:]] == expected, table
     assert not (project / "output" / "actors.csv").exists()
+
+
+def test_a_path_escaping_through_run_config_params_fails_the_step_and_writes_nothing(
+    project: Path, tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """The launchpad's run config can change ${params.x} after validation: the step checks again."""
+    from dagster import DagsterInstance
+
+    from osiris_dagster.definitions import build_definitions
+    from osiris_dagster.project import ProjectLayout
+
+    document = yaml.safe_load(_pipeline("output/${params.folder}/actors.csv", "output/movies.csv"))
+    document["params"] = {"folder": "exports"}
+    (project / "assets" / "exports.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    monkeypatch.setenv("OSIRIS_PROJECT_DIR", str(project))
+    job = build_definitions(ProjectLayout(project)).resolve_job_def("exports")
+    run_config = {"resources": {"osiris_params": {"config": {"values": {"folder": "../../escaped"}}}}}
+    with DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert "steps[1].config.path" in failure.step_failure_data.error.message
+    assert "outside the project" in failure.step_failure_data.error.message
+    assert not (tmp_path / "escaped").exists()
