@@ -165,13 +165,14 @@ def bench_relay(work: Path, count: int = 5_000) -> float:
     with DagsterInstance.from_config(str(_sqlite_home(work / "relay_home"))) as instance:
         event = DagsterEvent(DagsterEventType.ENGINE_EVENT.value, job_name="j", event_specific_data=EngineEventData())
         lines = "".join(
-            relay_protocol.event_line(
+            relay_protocol.protocol_line(
                 i + 1,
+                relay_protocol.EVENT,
                 serialize_value(EventLogEntry(None, 20, f"event {i}", "relay-run", float(i), dagster_event=event)),
             )
             for i in range(count)
         )
-        relay = EventRelay(instance, work / "relay.cursor")
+        relay = EventRelay(instance, "relay-run", work / "relay.cursor")
         chunks = [lines[i : i + 32 * 1024] for i in range(0, len(lines), 32 * 1024)]
         started = time.perf_counter()
         for chunk in chunks:

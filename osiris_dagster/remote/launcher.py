@@ -32,6 +32,7 @@ from dagster import _check as check
 from dagster._core.launcher.base import (
     CheckRunHealthResult,
     LaunchRunContext,
+    ResumeRunContext,
     RunLauncher,
     WorkerStatus,
 )
@@ -121,9 +122,18 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
         fd = os.open(files.spec, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(spec, handle)
+        pid = self._start_supervisor(files)
+        self._instance.add_run_tags(run.run_id, {SUPERVISOR_PID_TAG: str(pid)})
+        self._instance.report_engine_event(
+            f"Started E2B run supervisor (pid {pid}, backend {self.settings.backend})",
+            run,
+            cls=self.__class__,
+        )
+
+    def _start_supervisor(self, files: RunFiles, *extra: str) -> int:
         with open(files.log, "ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", SUPERVISOR_MODULE, str(files.root)],
+                [sys.executable, "-m", SUPERVISOR_MODULE, str(files.root), *extra],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -132,9 +142,29 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
             )
         # Reap it when it ends (the launching process may live on, e.g. the daemon).
         threading.Thread(target=process.wait, name=f"reap-supervisor-{process.pid}", daemon=True).start()
-        self._instance.add_run_tags(run.run_id, {SUPERVISOR_PID_TAG: str(process.pid)})
+        return process.pid
+
+    # -- resume (run monitoring) ------------------------------------------------------
+    @property
+    def supports_resume_run(self) -> bool:
+        return True
+
+    def resume_run(self, context: ResumeRunContext) -> None:
+        """A new supervisor for a run whose supervisor was lost: it reattaches to the sandbox.
+
+        Called by run monitoring (``run_monitoring: {enabled: true, max_resume_run_attempts: N}``)
+        when `check_run_worker_health` finds the supervisor gone. The new supervisor reads the
+        sandbox id and worker pid from the run's state file, reattaches to the worker's command and
+        relays the durable log from the stored cursor; if the sandbox is gone the run fails saying so.
+        """
+        run = context.dagster_run
+        files = RunFiles.for_run(self._instance.root_directory, run.run_id)
+        if not files.spec.exists():
+            raise RuntimeError(f"E2BRunLauncher: no supervisor spec for run {run.run_id} at {files.spec}")
+        pid = self._start_supervisor(files, "--resume")
+        self._instance.add_run_tags(run.run_id, {SUPERVISOR_PID_TAG: str(pid)})
         self._instance.report_engine_event(
-            f"Started E2B run supervisor (pid {process.pid}, backend {self.settings.backend})",
+            f"Started E2B run supervisor (pid {pid}) to resume the run (attempt {context.resume_attempt_number})",
             run,
             cls=self.__class__,
         )
@@ -145,6 +175,9 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
         if run is None or run.is_finished:
             return False
         self._instance.report_run_canceling(run)
+        files = RunFiles.for_run(self._instance.root_directory, run.run_id)
+        if files.root.is_dir():
+            files.cancel.touch()  # read by the run's supervisor, also one started later to resume
         pid = _supervisor_pid(run)
         if pid is not None and _is_supervisor(pid):
             os.kill(pid, signal.SIGTERM)

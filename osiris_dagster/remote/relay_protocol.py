@@ -1,12 +1,20 @@
-"""The line protocol on a sandbox worker's stdout, shared by the worker and the host relay.
+"""The line protocol of a sandbox worker, shared by the worker and the host relay.
 
-A worker's stdout carries only protocol lines, each ``<SENTINEL><kind> <payload>\\n``:
+Every line the worker emits is ``<SENTINEL><seq> <kind> <payload>\\n``, where ``seq`` counts the
+worker's lines from 1 without gaps:
 
-* ``event <storage id> <serialized EventLogEntry>`` — one Dagster event, in storage-id order;
+* ``event <serialized EventLogEntry>`` — one Dagster event, in the sandbox's storage order;
 * ``preflight {"missing": [...], "present": [...]}`` — the dependency check;
 * ``installed {"now_present": [...], "still_missing": [...]}`` — after `install_deps`;
 * ``started {}`` — the sandbox-local instance is seeded and the run is starting;
-* ``result {"path": ..., "files": n, "bytes": n}`` — the result archive is ready to download.
+* ``result {"name": ..., "files": n, "bytes": n}`` — the result archive is ready to download;
+* ``exit {"code": n}`` — the worker's last line: it is about to exit with that code.
+
+Each line goes twice: appended to the sandbox's durable log (``DURABLE_LOG``, flushed before the
+line is printed), then printed on stdout. stdout is the fast path; the log is what the host reads
+back after a dropped stream or a lost host process, from the sequence number it had stored last.
+Because ``seq`` is the worker's own counter (not the stream's), the host can mix lines from a
+reconnected stream and from the log and still handle each line exactly once.
 
 Everything else the worker's processes print goes to stderr. Standard library only: the worker
 speaks it before it knows whether Dagster is importable.
@@ -15,28 +23,73 @@ speaks it before it knows whether Dagster is importable.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 SENTINEL = "\x1eosiris-e2b\x1f"
+# In the sandbox's working directory (``~/osiris``), beside the bundle.
+DURABLE_LOG = "relay.log"
 
 EVENT = "event"
 PREFLIGHT = "preflight"
 INSTALLED = "installed"
 STARTED = "started"
 RESULT = "result"
+EXIT = "exit"
 
 
-def control_line(kind: str, payload: dict[str, Any]) -> str:
-    return f"{SENTINEL}{kind} {json.dumps(payload, sort_keys=True)}\n"
+def protocol_line(seq: int, kind: str, payload: str) -> str:
+    return f"{SENTINEL}{seq} {kind} {payload}\n"
 
 
-def event_line(storage_id: int, serialized_entry: str) -> str:
-    return f"{SENTINEL}{EVENT} {storage_id} {serialized_entry}\n"
+def control_payload(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, sort_keys=True)
 
 
-def parse_line(line: str) -> tuple[str, str] | None:
-    """(kind, rest) for a protocol line, None for anything else."""
+@dataclass(frozen=True)
+class Line:
+    seq: int
+    kind: str
+    payload: str
+
+    def json(self) -> dict[str, Any]:
+        return json.loads(self.payload or "{}")
+
+
+def parse_line(line: str) -> Line | None:
+    """The protocol line, or None for anything else (including a line cut at a reconnect)."""
     if not line.startswith(SENTINEL):
         return None
-    kind, _, rest = line[len(SENTINEL) :].partition(" ")
-    return kind, rest
+    seq_text, _, rest = line[len(SENTINEL) :].partition(" ")
+    if not seq_text.isdigit():
+        return None
+    kind, _, payload = rest.partition(" ")
+    return Line(int(seq_text), kind, payload)
+
+
+class DurableLog:
+    """The worker's side: number each line, append it to the durable log, then print it."""
+
+    def __init__(self, path: str, stdout: Any) -> None:
+        # Line-buffered append: each line reaches the file (the page cache survives the worker's
+        # death; only the sandbox's death loses it, and then the run is lost anyway).
+        self._file = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 (lives as long as the worker)
+        self._stdout = stdout
+        self.seq = 0
+
+    def emit(self, kind: str, payload: str) -> None:
+        self.emit_many([(kind, payload)])
+
+    def emit_many(self, items: list[tuple[str, str]]) -> None:
+        lines = []
+        for kind, payload in items:
+            self.seq += 1
+            lines.append(protocol_line(self.seq, kind, payload))
+        text = "".join(lines)
+        self._file.write(text)
+        self._file.flush()
+        self._stdout.write(text)
+        self._stdout.flush()
+
+    def control(self, kind: str, payload: dict[str, Any]) -> None:
+        self.emit(kind, control_payload(payload))

@@ -34,7 +34,18 @@ class RunFiles:
 
     @property
     def relay_cursor(self) -> Path:
+        """Sequence number of the last worker line handled (`EventRelay`)."""
         return self.root / "relay.cursor"
+
+    @property
+    def state(self) -> Path:
+        """Sandbox id, worker pid and what the supervisor learnt: what a resume starts from."""
+        return self.root / "state.json"
+
+    @property
+    def cancel(self) -> Path:
+        """Created by `E2BRunLauncher.terminate`: the run's supervisor, wherever it runs, cancels."""
+        return self.root / "cancel"
 
     def log_tail(self, lines: int = _TAIL_LINES) -> str:
         if not self.log.exists():

@@ -57,6 +57,22 @@ log = logging.getLogger("osiris_dagster.remote.supervisor")
 
 WORKER_MODULE = "osiris_dagster.remote.worker"
 _STDERR_TAIL_LINES = 40
+# How long a dropped stream may stay unreattachable while the sandbox says it runs.
+_RECONNECT_BUDGET_S = 300.0
+# File transfers (bundle up, log and results down) retried on any error but "not found".
+_TRANSFER_ATTEMPTS = 5
+
+
+def _transfer(call: Any, *args: Any, **kwargs: Any) -> Any:
+    """One file transfer, retried with backoff: a reset connection is not a failed run."""
+    retrying = Retrying(
+        stop=stop_after_attempt(_TRANSFER_ATTEMPTS),
+        wait=wait_random_exponential(multiplier=0.2, max=3),
+        retry=retry_if_exception(lambda error: not isinstance(error, NotFoundException)),
+        reraise=True,
+        before_sleep=lambda state: log.warning("file transfer failed, retrying: %s", state.outcome.exception()),
+    )
+    return retrying(call, *args, **kwargs)
 
 
 @dataclass
@@ -75,6 +91,16 @@ class _Outcome:
     error: str | None = None
     download: dict[str, int] | None = None
     stderr_tail: list[str] = field(default_factory=list)
+    # The worker's command in the sandbox (what `commands.connect` reattaches to).
+    worker_pid: int | None = None
+    session_recorded: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "stderr_tail"}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> _Outcome:
+        return cls(**{name: value for name, value in data.items() if name in cls.__dataclass_fields__})
 
 
 class _StderrTail:
@@ -155,6 +181,8 @@ class RunSupervisor:
         self._pool: Any = None
         self._pool_code: str | None = None
         self._topped_up = False
+        self._sandbox: Sandbox | None = None
+        self._relay: Any = None
 
     @cached_property
     def instance(self) -> Any:
@@ -167,32 +195,22 @@ class RunSupervisor:
     def _since_launch(self) -> int:
         return int((time.time() - self.spec.launched_at) * 1000)
 
-    def run(self) -> int:
+    def run(self, resume: bool = False) -> int:
         signal.signal(signal.SIGTERM, lambda signum, frame: self._cancel.set())
         sandbox: Sandbox | None = None
-        log.info("supervisor up %d ms after launch_run", self._since_launch())
+        log.info("supervisor up %d ms after launch_run%s", self._since_launch(), " (resuming)" if resume else "")
         try:
-            self._needs = self._job_needs()
-            log.info("job needs known %d ms after launch_run", self._since_launch())
-            sandbox = self._claim_sandbox() or self._create_sandbox()
-            handle = None if self._cancel.is_set() else self._start_worker(sandbox)
-            # Dagster is first needed here; importing it now overlaps the worker's start-up.
-            self.instance.add_run_tags(self.run_id, {SANDBOX_ID_TAG: sandbox.sandbox_id})
-            log.info("host instance ready %d ms after launch_run", self._since_launch())
-            claimed = self._outcome.claimed
-            if claimed is not None:
-                self._engine_event(
-                    f"Sandbox {sandbox.sandbox_id} claimed from the warm pool {claimed['pool']!r} "
-                    f"({claimed['duration_ms']} ms, {'warm worker' if claimed['warm'] else 'cold worker'})"
-                )
+            if resume:
+                sandbox = self._reattach()
+                if sandbox is not None:
+                    self._follow(sandbox, None)
             else:
-                self._engine_event(f"Sandbox {sandbox.sandbox_id} created ({self._outcome.create_ms} ms)")
-            if handle is not None:
-                self._follow(sandbox, handle)
+                sandbox = self._start()
         except Exception as error:  # reported on the run; the sandbox is still killed below
             log.exception("supervisor failed")
-            self._outcome.error = mask_text(f"{type(error).__name__}: {error}")
+            self._outcome.error = self._outcome.error or mask_text(f"{type(error).__name__}: {error}")
         finally:
+            sandbox = sandbox or self._sandbox
             if sandbox is not None:
                 self._kill(sandbox)
             self._top_up_pool()
@@ -200,6 +218,59 @@ class RunSupervisor:
             self._finish_host_run()
             self._prepare_instance_template()
         return 0
+
+    def _start(self) -> Sandbox | None:
+        self._needs = self._job_needs()
+        log.info("job needs known %d ms after launch_run", self._since_launch())
+        sandbox = self._claim_sandbox() or self._create_sandbox()
+        self._sandbox = sandbox
+        self._save_state()
+        handle = None if self._cancel.is_set() else self._start_worker(sandbox)
+        # Dagster is first needed here; importing it now overlaps the worker's start-up.
+        self.instance.add_run_tags(self.run_id, {SANDBOX_ID_TAG: sandbox.sandbox_id})
+        log.info("host instance ready %d ms after launch_run", self._since_launch())
+        claimed = self._outcome.claimed
+        if claimed is not None:
+            self._engine_event(
+                f"Sandbox {sandbox.sandbox_id} claimed from the warm pool {claimed['pool']!r} "
+                f"({claimed['duration_ms']} ms, {'warm worker' if claimed['warm'] else 'cold worker'})"
+            )
+        else:
+            self._engine_event(f"Sandbox {sandbox.sandbox_id} created ({self._outcome.create_ms} ms)")
+        if handle is not None:
+            self._follow(sandbox, handle)
+        return sandbox
+
+    def _reattach(self) -> Sandbox | None:
+        """Resume after a lost supervisor: the sandbox and worker of the state file, or a clear failure."""
+        if self.files.state.exists():
+            self._outcome = _Outcome.from_json(json.loads(self.files.state.read_text(encoding="utf-8")))
+        outcome = self._outcome
+        if outcome.sandbox_id is None or outcome.worker_pid is None:
+            outcome.error = (
+                "the host-side supervisor was lost before the sandbox's worker had started, so there is nothing "
+                "to resume; launch the run again"
+            )
+            return None
+        try:
+            sandbox = Sandbox.connect(outcome.sandbox_id, **self.settings.sdk_kwargs())
+        except Exception as error:
+            outcome.error = mask_text(
+                f"the sandbox {outcome.sandbox_id} is gone (killed or expired) and cannot be resumed after the "
+                f"host-side supervisor was lost: {type(error).__name__}: {error}"
+            )
+            return None
+        self._sandbox = sandbox
+        self._engine_event(f"Reattached to sandbox {sandbox.sandbox_id} (worker pid {outcome.worker_pid})")
+        return sandbox
+
+    def _save_state(self) -> None:
+        """What a resuming supervisor needs: sandbox, worker pid, what was learnt (0600, atomic)."""
+        temp = self.files.state.with_name(self.files.state.name + ".tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(self._outcome.to_json(), handle)
+        os.replace(temp, self.files.state)
 
     def _job_needs(self) -> Any:
         if self.spec.needs is not None:  # names from the launcher; values from this environment
@@ -304,7 +375,7 @@ class RunSupervisor:
         bundle = build_bundle(
             self.project, self.spec.payload, wheel_dir, include_code=not warm, instance_template=template
         )
-        sandbox.files.write(f"{SANDBOX_DIR}/{BUNDLE_NAME}", bundle)
+        _transfer(sandbox.files.write, f"{SANDBOX_DIR}/{BUNDLE_NAME}", bundle)
         install = None
         if self.settings.install_deps:
             install = {"requirements": requirements_for(self._needs.modules), "pip_args": list(self.settings.pip_args)}
@@ -326,6 +397,8 @@ class RunSupervisor:
         handle = sandbox.commands.run(
             command, background=True, timeout=0, cwd=SANDBOX_DIR, envs=envs, retain_output=False
         )
+        self._outcome.worker_pid = handle.pid
+        self._save_state()
         how = "warm" if warm else "cold"
         if self._outcome.claimed is not None and not warm:
             how += f": the pooled sandbox holds code {self._pool_code}, this run's is {code_hash()}"
@@ -335,17 +408,33 @@ class RunSupervisor:
         return handle
 
     def _follow(self, sandbox: Sandbox, handle: Any) -> None:
-        """Relay the worker's output until it exits (or a cancel times out), then fetch results."""
+        """Relay the worker's lines until it exits (or a cancel times out), then fetch results.
+
+        ``handle`` is None when resuming: the stream is reattached by pid and the durable log read
+        from the stored cursor.
+        """
         from osiris_dagster.remote.bundle import SANDBOX_DIR
         from osiris_dagster.remote.event_relay import EventRelay
 
-        relay = EventRelay(self.instance, self.files.relay_cursor, on_control=self._on_control)
+        relay = EventRelay(
+            self.instance,
+            self.run_id,
+            self.files.relay_cursor,
+            on_control=self._on_control,
+            read_log=lambda: self._read_log(sandbox),
+        )
+        self._relay = relay
+        if handle is None:
+            relay.reconcile()
         stderr = _StderrTail()
-        stream = threading.Thread(target=self._wait, args=(handle, relay, stderr), name="sandbox-stream", daemon=True)
+        stream = threading.Thread(
+            target=self._stream, args=(sandbox, handle, relay, stderr), name="sandbox-stream", daemon=True
+        )
         stream.start()
         cancel_deadline: float | None = None
         while stream.is_alive():
-            if self._cancel.is_set() and cancel_deadline is None:
+            if (self._cancel.is_set() or self.files.cancel.exists()) and cancel_deadline is None:
+                self._cancel.set()
                 cancel_deadline = time.monotonic() + self.settings.cancel_grace_s
                 self._request_cancel(sandbox)
             if cancel_deadline is not None and time.monotonic() > cancel_deadline:
@@ -354,22 +443,110 @@ class RunSupervisor:
             stream.join(0.1)
         self._outcome.stderr_tail = stderr.lines
         if self._outcome.result is not None and not self._cancel_timed_out(cancel_deadline):
-            self._download(sandbox, f"{SANDBOX_DIR}/{self._outcome.result['name']}")
+            try:
+                self._download(sandbox, f"{SANDBOX_DIR}/{self._outcome.result['name']}")
+            except Exception as error:
+                log.exception("copying the results back failed")
+                self._outcome.error = mask_text(
+                    f"copying the run's results back from the sandbox failed: {type(error).__name__}: {error}"
+                )
 
     @staticmethod
     def _cancel_timed_out(deadline: float | None) -> bool:
         return deadline is not None and time.monotonic() > deadline
 
-    def _wait(self, handle: Any, relay: Any, stderr: _StderrTail) -> None:
+    def _read_log(self, sandbox: Sandbox) -> str:
+        from osiris_dagster.remote.bundle import SANDBOX_DIR
+
+        data = _transfer(sandbox.files.read, f"{SANDBOX_DIR}/{protocol.DURABLE_LOG}", format="bytes")
+        return bytes(data).decode("utf-8", errors="replace")
+
+    def _stream(self, sandbox: Sandbox, handle: Any, relay: Any, stderr: _StderrTail) -> None:
+        """Follow the worker's stdout until it exits; a dropped stream is reattached, not fatal.
+
+        A network reset between host and sandbox ends ``wait()`` with an exception that says
+        nothing about the sandbox: it is taken as "the sandbox died" only if the sandbox says so
+        (`_sandbox_gone`). Otherwise the stream is reattached by pid (`commands.connect`) and the
+        lines printed meanwhile are read from the durable log (`EventRelay.catch_up`).
+        """
+        pid = self._outcome.worker_pid
+        give_up_at: float | None = None
+        while True:
+            try:
+                if handle is None:
+                    relay.catch_up()  # lines printed while nobody listened (and, at a resume, all since the cursor)
+                    if relay.exit_code is not None:
+                        self._outcome.exit_code = relay.exit_code
+                        return
+                    handle = sandbox.commands.connect(pid, timeout=0)
+                    relay.reconnected()
+                    log.info("reattached to the worker's stream (pid %s)", pid)
+                result = handle.wait(on_stdout=relay.feed, on_stderr=stderr.feed)
+                relay.close()
+                self._outcome.exit_code = result.exit_code
+                return
+            except CommandExitException as exit_:
+                relay.close()
+                self._outcome.exit_code = exit_.exit_code
+                return
+            except Exception as error:
+                handle = None
+                if relay.exit_code is not None:  # the worker said how it ended; the stream's end is moot
+                    self._outcome.exit_code = relay.exit_code
+                    return
+                gone = self._sandbox_gone(sandbox)
+                if gone:
+                    self._outcome.error = mask_text(f"the sandbox stopped during the run: {gone}")
+                    return
+                if not self._worker_running(sandbox, pid):
+                    try:
+                        relay.catch_up()
+                    except Exception as catch_up_error:
+                        log.warning("reading the durable log: %s", mask_text(str(catch_up_error)))
+                    if relay.exit_code is not None:
+                        self._outcome.exit_code = relay.exit_code
+                        return
+                    self._outcome.error = (
+                        "the sandbox's worker process ended without reporting how (killed inside the sandbox?)"
+                    )
+                    return
+                now = time.monotonic()
+                give_up_at = give_up_at or now + _RECONNECT_BUDGET_S
+                if now > give_up_at:
+                    self._outcome.error = mask_text(
+                        f"lost the worker's stream and could not reattach for {_RECONNECT_BUDGET_S:.0f} s: "
+                        f"{type(error).__name__}: {error}"
+                    )
+                    return
+                log.warning(
+                    "the worker's stream dropped (%s); reattaching", mask_text(f"{type(error).__name__}: {error}")
+                )
+                time.sleep(0.2)
+                continue
+
+    def _sandbox_gone(self, sandbox: Sandbox) -> str | None:
+        """Why the sandbox is gone, or None if it is running or cannot be told apart from a blip."""
+        for attempt in range(3):
+            try:
+                if sandbox.is_running(request_timeout=5):
+                    return None
+                if attempt == 2:
+                    return f"sandbox {sandbox.sandbox_id} is not running (killed or expired)"
+            except NotFoundException as error:
+                return f"sandbox {sandbox.sandbox_id} not found ({error})"
+            except Exception:  # the check's own connection dropped: not an answer
+                if attempt == 2:
+                    return None
+            time.sleep(0.3)
+        return None
+
+    @staticmethod
+    def _worker_running(sandbox: Sandbox, pid: int | None) -> bool:
+        """Is the worker's command still listed in the sandbox? (True when the list itself fails.)"""
         try:
-            result = handle.wait(on_stdout=relay.feed, on_stderr=stderr.feed)
-            self._outcome.exit_code = result.exit_code
-        except CommandExitException as exit_:
-            self._outcome.exit_code = exit_.exit_code
-        except Exception as error:  # the sandbox died under the run (killed, expired, unreachable)
-            self._outcome.error = mask_text(f"the sandbox stopped during the run: {type(error).__name__}: {error}")
-        finally:
-            relay.close()
+            return any(process.pid == pid for process in sandbox.commands.list(request_timeout=5))
+        except Exception:
+            return True
 
     def _on_control(self, kind: str, payload: dict[str, Any]) -> None:
         if kind == protocol.PREFLIGHT:
@@ -383,6 +560,7 @@ class RunSupervisor:
                 self._top_up_pool()  # the run is under way: its replacement may start now
         elif kind == protocol.RESULT:
             self._outcome.result = payload
+        self._save_state()
 
     def _request_cancel(self, sandbox: Sandbox) -> None:
         from osiris_dagster.remote.bundle import SANDBOX_DIR
@@ -399,7 +577,7 @@ class RunSupervisor:
         from osiris_dagster.remote.result_archive import unpack_result
 
         started = time.perf_counter()
-        data = bytes(sandbox.files.read(path, format="bytes"))
+        data = bytes(_transfer(sandbox.files.read, path, format="bytes"))
         unpacked = unpack_result(data, self.project.root)
         store_compute_logs(self.instance, self.run_id, unpacked.compute_logs)
         elapsed = int((time.perf_counter() - started) * 1000)
@@ -418,7 +596,7 @@ class RunSupervisor:
         from osiris_dagster.session.session_log import SessionLog
 
         outcome = self._outcome
-        if outcome.sandbox_id is None:
+        if outcome.sandbox_id is None or outcome.session_recorded:
             return
         session = SessionLog(self.project.session_dir(self.run_id))
         if outcome.claimed is not None:
@@ -444,6 +622,8 @@ class RunSupervisor:
         session.event("sandbox_killed", sandbox_id=outcome.sandbox_id)
         if not session.status_file.exists():
             self._write_failed_status(session)
+        outcome.session_recorded = True
+        self._save_state()
 
     def _write_failed_status(self, session: Any) -> None:
         """A run that never started in the sandbox still leaves a status.json saying why."""
@@ -487,8 +667,17 @@ class RunSupervisor:
         )
 
     def _finish_host_run(self) -> None:
+        """End the host run — only now, with the results in the project (the terminal event was held)."""
+        from dagster._core.events import DagsterEventType
+
         run = self.instance.get_run_by_id(self.run_id)
         if run is None or run.is_finished:
+            return
+        relay = self._relay
+        held = relay.held[1].dagster_event_type if relay is not None and relay.held is not None else None
+        copied = self._outcome.download is not None and not self._outcome.error
+        if held is not None and (held != DagsterEventType.RUN_SUCCESS or copied):
+            relay.release_held()
             return
         if self._cancel.is_set():
             self.instance.report_run_canceled(run, "Canceled: the sandbox was stopped.")
@@ -527,7 +716,7 @@ def main(argv: list[str]) -> int:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     log.setLevel(logging.INFO)
-    return RunSupervisor(RunSpec.read(files.spec), files).run()
+    return RunSupervisor(RunSpec.read(files.spec), files).run(resume="--resume" in argv[1:])
 
 
 if __name__ == "__main__":

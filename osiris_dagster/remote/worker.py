@@ -12,8 +12,11 @@ to stderr. In order:
 3. **Execute** the stock ``dagster api execute_run`` in a forked child. Forking after Dagster and
    the code location are imported saves a second interpreter start-up (~1.5 s on 2 cores); the
    child's stdout is pointed at stderr so it can never tear a protocol line.
-4. **Relay**: tail ``get_records_for_run`` in storage-id order and print each ``EventLogEntry``.
+4. **Relay**: tail ``get_records_for_run`` in storage-id order and emit each ``EventLogEntry``
+   into the durable, sequence-numbered log (`relay_protocol.DurableLog`), which also prints it.
 5. **Pack** the session dir, the outputs the run reported and the compute logs into one archive.
+6. Emit ``exit {"code": n}`` as the last line, so a host that reconnects after the worker ended
+   still learns how it ended.
 
 On SIGTERM (the supervisor's cancel) the local run is marked CANCELING *before* the child is
 interrupted, so Dagster ends it as CANCELED rather than "interrupted unexpectedly".
@@ -40,9 +43,14 @@ _POLL_S = 0.02
 _BATCH = 2000
 
 
-def _emit(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
+_log_file: protocol.DurableLog | None = None
+
+
+def _durable() -> protocol.DurableLog:
+    global _log_file
+    if _log_file is None:
+        _log_file = protocol.DurableLog(protocol.DURABLE_LOG, sys.stdout)
+    return _log_file
 
 
 def _log(message: str) -> None:
@@ -52,11 +60,7 @@ def _log(message: str) -> None:
 def preflight(modules: list[str], install: dict[str, Any] | None, python: str) -> list[str]:
     """Check (and optionally install) the run's modules; return those still missing."""
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    _emit(
-        protocol.control_line(
-            protocol.PREFLIGHT, {"missing": missing, "present": [m for m in modules if m not in missing]}
-        )
-    )
+    _durable().control(protocol.PREFLIGHT, {"missing": missing, "present": [m for m in modules if m not in missing]})
     if missing and install is not None:
         requirements = [install["requirements"].get(m, m) for m in missing]
         # Into the sandbox's own ``deps/`` (already on PYTHONPATH), never into the interpreter's
@@ -69,10 +73,8 @@ def preflight(modules: list[str], install: dict[str, Any] | None, python: str) -
         subprocess.run([*command, *requirements], stdout=sys.stderr, stderr=sys.stderr, check=False)
         importlib.invalidate_caches()
         still = [m for m in missing if importlib.util.find_spec(m) is None]
-        _emit(
-            protocol.control_line(
-                protocol.INSTALLED, {"now_present": [m for m in missing if m not in still], "still_missing": still}
-            )
+        _durable().control(
+            protocol.INSTALLED, {"now_present": [m for m in missing if m not in still], "still_missing": still}
         )
         missing = still
     return missing
@@ -143,11 +145,8 @@ def relay_and_wait(run_id: str, child: int) -> int:
                     exit_code = os.waitstatus_to_exitcode(status)
             connection = instance.get_records_for_run(run_id, cursor=cursor, limit=_BATCH)
             if connection.records:
-                _emit(
-                    "".join(
-                        protocol.event_line(r.storage_id, serialize_value(r.event_log_entry))
-                        for r in connection.records
-                    )
+                _durable().emit_many(
+                    [(protocol.EVENT, serialize_value(r.event_log_entry)) for r in connection.records]
                 )
                 cursor = connection.cursor
             if connection.has_more:
@@ -182,12 +181,23 @@ def pack(run_id: str, project_dir: Path, dagster_home: Path) -> None:
         output_paths(session_dir / "events.jsonl"),
         dagster_home / "storage" / run_id / "compute_logs",
     )
-    _emit(
-        protocol.control_line(protocol.RESULT, {"name": RESULT_NAME, "files": files, "bytes": archive.stat().st_size})
-    )
+    _durable().control(protocol.RESULT, {"name": RESULT_NAME, "files": files, "bytes": archive.stat().st_size})
 
 
 def main() -> int:
+    """Run the worker; whatever happens, the durable log's last line says how it ended."""
+    code = 1
+    try:
+        code = _run()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+        raise
+    finally:
+        _durable().control(protocol.EXIT, {"code": code})
+    return code
+
+
+def _run() -> int:
     spec = json.loads(os.environ["OSIRIS_WORKER_SPEC"])
     Path(PID_FILE).write_text(str(os.getpid()))
     started = time.perf_counter()
@@ -214,7 +224,7 @@ def main() -> int:
         f"code location {1000 * (time.perf_counter() - seeded):.0f} ms"
     )
 
-    _emit(protocol.control_line(protocol.STARTED, {}))
+    _durable().control(protocol.STARTED, {})
     child = os.fork()
     if child == 0:
         _execute_run_child(run_id, origin)

@@ -83,17 +83,20 @@ def _entries(instance: DagsterInstance, count: int) -> list[EventLogEntry]:
 def test_relay_splits_arbitrary_chunks_and_never_stores_an_event_twice(tmp_path: Path) -> None:
     with DagsterInstance.ephemeral(tempdir=str(tmp_path / "home")) as instance:
         lines = "".join(
-            relay_protocol.event_line(i + 1, serialize_value(e)) for i, e in enumerate(_entries(instance, 50))
+            relay_protocol.protocol_line(i + 1, relay_protocol.EVENT, serialize_value(e))
+            for i, e in enumerate(_entries(instance, 50))
         )
-        stream = "noise before\n" + lines + relay_protocol.control_line(relay_protocol.STARTED, {})
+        stream = "noise before\n" + lines + relay_protocol.protocol_line(51, relay_protocol.STARTED, "{}")
         controls: list[str] = []
-        relay = EventRelay(instance, tmp_path / "cursor", on_control=lambda kind, payload: controls.append(kind))
+        relay = EventRelay(
+            instance, "relay-run", tmp_path / "cursor", on_control=lambda kind, payload: controls.append(kind)
+        )
         for start in range(0, len(stream), 37):  # chunks cut lines anywhere
             relay.feed(stream[start : start + 37])
         relay.close()
         assert controls == ["started"] and relay.events_stored == 50
         # A restarted supervisor re-reading the same stream stores nothing again.
-        again = EventRelay(instance, tmp_path / "cursor")
+        again = EventRelay(instance, "relay-run", tmp_path / "cursor")
         again.feed(stream)
         again.close()
         assert again.events_stored == 0
