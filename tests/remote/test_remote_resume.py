@@ -190,3 +190,37 @@ def test_a_run_that_reads_success_has_its_outputs_and_complete_session(project: 
         "movies.csv",
         "reviews.csv",
     ]
+
+
+def test_runs_succeed_through_dropped_streams_and_transfers_with_no_event_lost_or_doubled(  # type: ignore[no-untyped-def]
+    tmp_path: Path, project: Path, remote_home, sandbox_server
+) -> None:
+    _, env = remote_home()
+    local_project = tmp_path / "local"
+    local_project.mkdir()
+    for name in ("assets", "resources"):
+        shutil.copytree(REPO / name, local_project / name)
+    local_id = dagster_execute(local_project, env)
+    # First every command stream is reset (up to 3), then every file transfer (up to 3: below the
+    # supervisor's 5 attempts per transfer, so a retrying client gets through).
+    streams = sandbox_server.set_faults("drop=streams,every=1,after=1,max=3,cut=2,seed=3")
+    try:
+        run_id = dagster_launch(project, env)
+        instance = instance_for(env)
+        deadline = time.monotonic() + 120
+        while not streams.drops and time.monotonic() < deadline:
+            time.sleep(0.05)
+        files = sandbox_server.set_faults("drop=files,every=1,max=3,seed=3")
+        run = wait_for_run(instance, run_id, timeout=240)
+    finally:
+        sandbox_server.set_faults(None)
+    sandbox_id = run.tags[SANDBOX_ID_TAG]
+    drops = [d for d in streams.drops + files.drops if d.sandbox_id == sandbox_id]
+    kinds = Counter(drop.kind for drop in drops)
+    assert kinds["stream"] >= 1 and kinds["download"] >= 1, drops
+    assert run.status == DagsterRunStatus.SUCCESS, instance.all_logs(run_id)[-1]
+    assert _event_counts(instance, run_id) == _event_counts(instance, local_id)
+    keys = [(e.timestamp, e.dagster_event_type, e.user_message) for e in instance.all_logs(run_id)]
+    assert len(keys) == len(set(keys))
+    report = compare_sessions(local_project / "logs" / f"run_{local_id}", project / "logs" / f"run_{run_id}")
+    assert report.ok, report.render()
