@@ -163,7 +163,11 @@ def ui(project: ProjectLayout, port: int) -> None:
     workspace = project.root / "workspace.yaml"
     if not workspace.is_file():
         _fail_input(InputError(str(workspace), "", "not found: the UI loads the project through workspace.yaml"))
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home(project)), "OSIRIS_PROJECT_DIR": str(project.root)}
+    from osiris_dagster.instance_storage import ensure_storage
+
+    home = dagster_home(project)
+    ensure_storage(home)  # before the webserver and the daemon both open a fresh home
+    env = {**os.environ, "DAGSTER_HOME": str(home), "OSIRIS_PROJECT_DIR": str(project.root)}
     dagster = str(Path(sys.executable).with_name("dagster"))
     click.echo(f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={env['DAGSTER_HOME']})")
     command = [dagster, "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)]
@@ -178,15 +182,45 @@ def logs() -> None:
 @logs.command("list")
 @click.pass_obj
 def logs_list(project: ProjectLayout) -> None:
-    """One line per session: run id, pipeline, outcome."""
+    """One line per session: run id, pipeline, outcome (ok, failed, abandoned, running), where it ran."""
+    from osiris_dagster.runs.abandoned import reclaim_abandoned_runs
+    from osiris_dagster.runs.owner import read_owners
     from osiris_dagster.session.reader import SessionRecord
 
     if not project.logs_dir.is_dir():
         return
-    for directory in sorted(project.logs_dir.glob("run_*"), key=lambda p: p.stat().st_mtime):
+    # A run whose process died is marked failed (status.json, Dagster) before it is listed.
+    reclaim_abandoned_runs(project)
+    live = {owner.run_id for owner in read_owners(project)}
+    sessions = sorted(project.logs_dir.glob("run_*"), key=lambda p: p.stat().st_mtime)
+    unknown = [d.name.removeprefix("run_") for d in sessions if not (d / "status.json").exists()]
+    dagster_status = _dagster_run_status(project, [run_id for run_id in unknown if run_id not in live])
+    for directory in sessions:
+        run_id = directory.name.removeprefix("run_")
         status = SessionRecord.read(directory).status or {}
-        outcome = "ok" if status.get("ok") else ("failed" if status else "running?")
+        if status:
+            reason = str(status.get("reason") or "")
+            outcome = "ok" if status.get("ok") else ("abandoned" if reason.startswith("abandoned") else "failed")
+        elif run_id in live:
+            outcome = "running"
+        else:  # no status and no owner record: a run from before owner records, or remote in flight
+            outcome = dagster_status.get(run_id, "unknown")
         click.echo(f"{directory.name}\t{status.get('pipeline', '?')}\t{outcome}\t{status.get('sandbox_id', '')}")
+
+
+def _dagster_run_status(project: ProjectLayout, run_ids: list[str]) -> dict[str, str]:
+    """Dagster's word on runs the session directory cannot tell about (`running`, `failed`, ...)."""
+    if not run_ids:
+        return {}
+    from dagster import DagsterRunStatus, RunsFilter
+
+    from osiris_dagster.instance_storage import open_instance
+    from osiris_dagster.local_run import dagster_home
+
+    with open_instance(dagster_home(project)) as instance:
+        runs = instance.get_runs(RunsFilter(run_ids=run_ids))
+    words = {DagsterRunStatus.SUCCESS: "ok", DagsterRunStatus.STARTED: "running", DagsterRunStatus.STARTING: "running"}
+    return {run.run_id: words.get(run.status, run.status.value.lower()) for run in runs}
 
 
 @logs.command("show")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from osiris_dagster.components.abandoned_runs import abandoned_runs_sensor
 from osiris_dagster.components.broken_pipeline import BROKEN_PIPELINES_METADATA_KEY, broken_pipeline_defs
 from osiris_dagster.components.pipeline_component import OmlPipelineComponent
 from osiris_dagster.components.resources import pipeline_resources
@@ -58,10 +59,11 @@ def build_definitions(project: ProjectLayout | None = None, files: Iterable[Path
             pipelines.append(broken_pipeline_defs(project, path, message, taken=set(names)))
     # The executor is the location's default, so the implicit asset job (UI Materialize, selections
     # across pipelines, backfills, `dagster asset materialize`) runs and records like a pipeline job;
-    # one run-failure sensor watches every run of the location.
+    # one run-failure sensor watches every run of the location; one sensor lets the daemon mark runs
+    # whose process died (components/abandoned_runs.py).
     location = dg.Definitions(
         resources=pipeline_resources(),
-        sensors=[run_alert_sensor],
+        sensors=[run_alert_sensor, abandoned_runs_sensor],
         executor=osiris_executor,
         metadata={BROKEN_PIPELINES_METADATA_KEY: dg.MetadataValue.json(broken)} if broken else None,
     )

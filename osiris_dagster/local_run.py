@@ -90,6 +90,7 @@ def dagster_home(project: ProjectLayout) -> Path:
 
 
 def _instance(project: ProjectLayout):  # type: ignore[no-untyped-def]
-    from dagster import DagsterInstance
+    from osiris_dagster.instance_storage import open_instance
 
-    return DagsterInstance.from_config(str(dagster_home(project)))
+    # Storage created once under a lock: parallel first runs on a fresh home must not race.
+    return open_instance(dagster_home(project))

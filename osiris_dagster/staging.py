@@ -19,20 +19,34 @@ its source SQL type as field metadata under ``osiris.sql_type`` (``DECIMAL(3,1)`
 (``mysql``, ``postgresql``, ``sqlite``, ...): targets that need types (the Supabase DDL, incremental
 cursors, the column schema in the UI) read them from there.
 
-Deliberately not here: where a staged file lives (``project`` / the component decide the path),
-and where its batches come from (``sources``).
+Where staged files live, and for how long (the run-isolation rule, docs/runs.md):
+
+* ``.osiris/staging/<pipeline>/<step>/<run id>.arrow`` — one file per run and asset, so two runs
+  of one pipeline (a schedule, a sensor and a manual run overlapping; the same job with different
+  ``--param`` values) never read or replace each other's table. A file being written has a
+  scratch name carrying the run id (``runs.scratch``), so a killed run's debris names its owner.
+* The extraction's materialization records the staged file's path; a written asset loads the
+  file of the extraction it depends on (this run's, or the materialization it is re-run from),
+  never a path shared by runs.
+* ``prune_staged`` deletes every staged and temp file of an asset except those of the runs it is
+  told to keep (the asset's latest materialization and the runs still alive): old extractions do
+  not pile up, and nothing a live run may still read is touched.
+
+Deliberately not here: where its batches come from (``sources``), and which runs are alive
+(``runs``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+
+from osiris_dagster.runs.scratch import scratch_path, scratch_run_id
 
 __all__ = [
     "DIALECT_KEY",
@@ -41,9 +55,12 @@ __all__ = [
     "StagedFile",
     "iter_staged_batches",
     "open_staged",
+    "prune_staged",
     "source_dialect",
     "sql_type",
     "staged_file",
+    "staged_path",
+    "staged_run_id",
     "text_schema",
 ]
 
@@ -65,6 +82,38 @@ def sql_type(field: pa.Field) -> str:
 def source_dialect(schema: pa.Schema) -> str:
     """The source dialect recorded on a staged schema ("" when it has none)."""
     return (schema.metadata or {}).get(DIALECT_KEY.encode(), b"").decode()
+
+STAGED_SUFFIX = ".arrow"
+
+
+def staged_path(staging_dir: Path, pipeline: str, step_id: str, run_id: str) -> Path:
+    """The staged file of one asset in one run: the run id is the file name."""
+    return staging_dir / pipeline / step_id / f"{run_id}{STAGED_SUFFIX}"
+
+
+def staged_run_id(path: Path) -> str | None:
+    """The run that wrote a staged file or one of its scratch files."""
+    name = path.name
+    if name.endswith(STAGED_SUFFIX) and not name.startswith("."):
+        return name[: -len(STAGED_SUFFIX)]
+    return scratch_run_id(path)
+
+
+def prune_staged(asset_dir: Path, keep_runs: set[str]) -> list[Path]:
+    """Delete the asset's staged and temp files except those of ``keep_runs``; returns what went."""
+    removed: list[Path] = []
+    try:
+        entries = list(asset_dir.iterdir())
+    except FileNotFoundError:
+        return removed
+    for path in entries:
+        run_id = staged_run_id(path)
+        if run_id is None or run_id in keep_runs:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 @dataclass(frozen=True)
@@ -109,7 +158,8 @@ class StagedFile:
         self.target = target
         self.schema = schema
         target.parent.mkdir(parents=True, exist_ok=True)
-        self.temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        # The staged file's name is its run id, so the scratch name carries the run id too.
+        self.temp = scratch_path(target, target.stem)
         self._sink = pa.OSFile(str(self.temp), "wb")
         self._writer = pa.ipc.new_file(self._sink, schema)
 

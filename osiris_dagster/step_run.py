@@ -30,6 +30,7 @@ class StepRun:
     session: SessionLog
     staging_path: Path
     log: logging.Logger  # Dagster's context.log in a run: lines reach the UI's run log and the console
+    run_id: str | None = None  # names the step's scratch files (runs.scratch)
 
     def progress(self, what: str) -> RowProgress:
         """A progress reporter for this step's rows, logging at most every 5 s."""

@@ -114,7 +114,14 @@ def run_csv_writer(
     target = step.project.resolve(config["path"])
     if cursor is not None:
         return _append_csv(step, table, cursor, target, options, committed)
-    result = write_csv(iter_staged_batches(table.path), table.schema, target, options, progress=step.progress("write"))
+    result = write_csv(
+        iter_staged_batches(table.path),
+        table.schema,
+        target,
+        options,
+        progress=step.progress("write"),
+        run_id=step.run_id,
+    )
     return WrittenTarget(
         uri=step.project.relative(result.path),
         rows_written=result.rows,
@@ -147,6 +154,7 @@ def _append_csv(
         options,
         committed_bytes=committed.bytes if committed else None,
         progress=step.progress("append"),
+        run_id=step.run_id,
     )
     # Counted apart from the write, from the staged table, so the row-count check has a real reference.
     expected = sum(batch.num_rows for batch in rows_after(iter_staged_batches(table.path), cursor, after))

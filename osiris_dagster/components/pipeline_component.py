@@ -33,7 +33,7 @@ from osiris_dagster.components.resources import (
 )
 from osiris_dagster.components.schedules import build_schedule
 from osiris_dagster.components.sensors import build_source_change_sensor
-from osiris_dagster.components.step_execution import execute_step, staging_path
+from osiris_dagster.components.step_execution import execute_step, staging_dir
 from osiris_dagster.connections import load_profiles
 from osiris_dagster.project import ProjectLayout
 from osiris_dagster.session.recording_executor import PIPELINE_TAG, STEP_ID_TAG, osiris_executor
@@ -107,7 +107,9 @@ def _step_asset(pipeline: Pipeline, step: Step, project: ProjectLayout, params: 
 
 
 def _read_asset(pipeline: Pipeline, step: Step, project: ProjectLayout, common: dict[str, Any]) -> dg.AssetsDefinition:
-    common["metadata"]["osiris/staging_path"] = project.relative(staging_path(project, pipeline, step))
+    # Where this asset's staged files live; each run's file is named by its run id and the
+    # materialization records the one it wrote (io/extracted_table_io_manager.py).
+    common["metadata"]["osiris/staging_dir"] = project.relative(staging_dir(project, pipeline, step))
     writer_keys = [asset_key(pipeline, other.id) for other in pipeline.steps if step.id in other.needs]
 
     @dg.asset(io_manager_key=EXTRACTED_TABLE_IO_MANAGER_KEY, **common)

@@ -34,9 +34,16 @@ T = TypeVar("T")
 logger = logging.getLogger("osiris_dagster.step")
 
 
-def staging_path(project: ProjectLayout, pipeline: Pipeline, step: Step) -> Path:
-    """Where a read step stages its table: stable per asset, so a later run can load it."""
-    return project.staging_dir / pipeline.python_name / f"{step.id}.arrow"
+def staging_path(project: ProjectLayout, pipeline: Pipeline, step: Step, run_id: str) -> Path:
+    """Where a read step stages its table in one run: its own file, never shared with another run."""
+    from osiris_dagster.staging import staged_path
+
+    return staged_path(project.staging_dir, pipeline.python_name, step.id, run_id)
+
+
+def staging_dir(project: ProjectLayout, pipeline: Pipeline, step: Step) -> Path:
+    """The folder holding every run's staged file of one extracted-table asset."""
+    return project.staging_dir / pipeline.python_name / step.id
 
 
 def execute_step(
@@ -64,8 +71,9 @@ def execute_step(
             connection=connection,
             project=project,
             session=session,
-            staging_path=staging_path(project, pipeline, step),
+            staging_path=staging_path(project, pipeline, step, context.run.run_id),
             log=context.log,  # type: ignore[arg-type]  # DagsterLogManager: the run log, UI and console
+            run_id=context.run.run_id,
         )
         result = body(step_run, component)
     except Exception as error:  # every failure, user's or driver's, is reported the same way

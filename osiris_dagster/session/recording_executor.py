@@ -16,6 +16,11 @@ tag, so a run that was not started through a pipeline job still names its pipeli
 across pipelines names them all (`pipeline` "a+b", `pipelines` ["a", "b"] in status.json) and
 counts every selected step in `steps_total`.
 
+It is also where a run's life on this host begins and ends (``osiris_dagster.runs``): before the
+first step it records the run's owner (pid, host; also as run tags ``osiris/pid``, ``osiris/host``),
+reclaims runs whose process died (marked FAILURE, ``status.json`` written, debris removed) and
+applies the staging retention rule; after the last it releases the owner record.
+
 Default mode is in-process: Dagster's multiprocess executor spawns a Python process per step
 (~12 s for 11 trivial steps on a 2-core machine, against ~2 s in-process). Switch with run
 config `execution: {config: {multiprocess: {max_concurrent: 4}}}`.
@@ -23,6 +28,7 @@ config `execution: {config: {multiprocess: {max_concurrent: 4}}}`.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -39,10 +45,17 @@ from dagster._core.events import DagsterEvent, DagsterEventType
 from dagster._core.execution.retries import RetryMode
 
 from osiris_dagster.project import ProjectLayout
+from osiris_dagster.runs.abandoned import reclaim_abandoned_runs
+from osiris_dagster.runs.owner import RunOwner, record_owner, release_owner
+from osiris_dagster.runs.retention import prune_staging
 from osiris_dagster.secrets import mask_text
 from osiris_dagster.session.session_log import SessionLog
 
+logger = logging.getLogger("osiris_dagster.run")
+
 PIPELINE_TAG = "osiris/pipeline"
+PID_TAG = "osiris/pid"
+HOST_TAG = "osiris/host"
 STEP_ID_TAG = "osiris/step_id"
 SANDBOX_ID_ENV = "OSIRIS_SANDBOX_ID"
 
@@ -69,7 +82,16 @@ class SessionRecordingExecutor(dg.Executor):
         pipelines = _pipelines(execution_plan, step_keys) or [run.tags.get(PIPELINE_TAG, run.job_name)]
         pipeline = "+".join(pipelines)
         started_at, started = datetime.now(UTC), time.perf_counter()
-        session.event("run_start", pipeline=pipeline, job=run.job_name, steps_total=len(step_keys), executor=self._mode)
+        owner = _begin_run(project, plan_context.instance, run.run_id)
+        session.event(
+            "run_start",
+            pipeline=pipeline,
+            job=run.job_name,
+            steps_total=len(step_keys),
+            executor=self._mode,
+            pid=owner.pid,
+            host=owner.host,
+        )
         session.metric("steps_total", len(step_keys))
         completed: list[str] = []
         failed: list[str] = []
@@ -122,6 +144,38 @@ class SessionRecordingExecutor(dg.Executor):
                     "duration_ms": duration_ms,
                 }
             )
+            _end_run(project, plan_context.instance, run.run_id)
+
+
+def _begin_run(project: ProjectLayout, instance: Any, run_id: str) -> RunOwner:
+    """Record this process as the run's owner, then reclaim dead runs and prune old staged files.
+
+    Housekeeping never fails the run: a problem there is logged and the run goes on.
+    """
+    owner = record_owner(project, run_id, _instance_home(instance))
+    try:
+        instance.add_run_tags(run_id, {PID_TAG: str(owner.pid), HOST_TAG: owner.host})
+        reclaim_abandoned_runs(project, instance, skip_run_id=run_id)
+        prune_staging(project, instance, current_run_id=run_id)
+    except Exception as error:
+        logger.warning("osiris: run-start housekeeping failed: %s", mask_text(str(error)))
+    return owner
+
+
+def _end_run(project: ProjectLayout, instance: Any, run_id: str) -> None:
+    """Prune what this run superseded (its materializations are stored by now), release the owner."""
+    try:
+        prune_staging(project, instance, current_run_id=run_id)
+    except Exception as error:
+        logger.warning("osiris: run-end housekeeping failed: %s", mask_text(str(error)))
+    release_owner(project, run_id)
+
+
+def _instance_home(instance: Any) -> str | None:
+    try:
+        return str(instance.root_directory)
+    except Exception:
+        return None
 
 
 def _failure_message(event: DagsterEvent) -> str:

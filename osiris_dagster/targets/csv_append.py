@@ -24,12 +24,12 @@ import contextlib
 import dataclasses
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pyarrow as pa
 
+from osiris_dagster.runs.scratch import scratch_path
 from osiris_dagster.targets.csv_writer import CsvOptions, CsvWriteResult, write_csv
 
 _COPY_BUFFER = 1024 * 1024
@@ -47,6 +47,7 @@ def append_csv(
     *,
     committed_bytes: int | None,
     progress: Callable[[int], None] | None = None,
+    run_id: str | None = None,
 ) -> CsvWriteResult:
     """Append ``batches`` after the first ``committed_bytes`` of ``target`` (a fresh file when None).
 
@@ -54,7 +55,7 @@ def append_csv(
     """
     target = Path(target)
     if committed_bytes is None:
-        return write_csv(batches, schema, target, options, progress=progress)
+        return write_csv(batches, schema, target, options, progress=progress, run_id=run_id)
     size = target.stat().st_size if target.exists() else -1
     if size < committed_bytes:
         found = "missing" if size < 0 else f"{size} bytes"
@@ -62,11 +63,13 @@ def append_csv(
             f"{target.name}: the last successful run left {committed_bytes} bytes, the file is {found}; "
             "it was changed outside osiris-dagster (wipe the asset's materializations to rebuild it)"
         )
-    token = uuid.uuid4().hex
-    part = target.with_name(f".{target.name}.{token}.part")
-    temp = target.with_name(f".{target.name}.{token}.tmp")
+    # Scratch names carry the run id, so a killed run's part and temp files are recognisable.
+    part = scratch_path(target, run_id, "part")
+    temp = scratch_path(target, run_id)
     try:
-        written = write_csv(batches, schema, part, dataclasses.replace(options, header=False), progress=progress)
+        written = write_csv(
+            batches, schema, part, dataclasses.replace(options, header=False), progress=progress, run_id=run_id
+        )
         with open(temp, "xb") as out:
             with open(target, "rb") as current:
                 _copy_prefix(current, out, committed_bytes)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import os
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,6 +34,7 @@ from osiris_dagster.formats.csv_values import (
     format_rows,
     rows_as_bytes,
 )
+from osiris_dagster.runs.scratch import scratch_path
 
 __all__ = ["CsvEncodingError", "CsvOptions", "CsvWriteResult", "write_csv"]
 
@@ -65,15 +65,18 @@ def write_csv(
     options: CsvOptions,
     *,
     progress: Callable[[int], None] | None = None,
+    run_id: str | None = None,
 ) -> CsvWriteResult:
     """Write ``batches`` (columns in ``schema`` order) as CSV at ``target``, atomically.
 
-    ``progress(rows_so_far)`` is called after every written slice.
+    ``progress(rows_so_far)`` is called after every written slice. The temp file's name carries
+    ``run_id`` (``runs.scratch``): if the process is killed mid-write, the next run start
+    recognises it as a dead run's debris and removes it.
     """
     use_streaming_memory_pool()
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    temp = scratch_path(target, run_id)
     rows = 0
     try:
         # "xb": a fresh file with the process umask's permissions, never someone else's file.

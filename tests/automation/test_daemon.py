@@ -14,6 +14,7 @@ import dagster as dg
 import pytest
 from dagster._core.scheduler.instigation import InstigatorType
 
+from osiris_dagster.instance_storage import ensure_storage
 from tests.automation.helpers import extend_pipeline
 from tests.conftest import run_cli
 
@@ -53,6 +54,9 @@ def test_daemon_sensor_sees_a_mariadb_change_and_its_run_succeeds(
     extend_pipeline(project, sensor={"source_change": {"minimum_interval_seconds": 1}})
     home = Path(clean_env["DAGSTER_HOME"])
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    # The daemon and this test open the fresh home at once: create its storage first, as
+    # `osiris-dagster ui` and `run` do, or they race in alembic's migrations.
+    ensure_storage(home)
     env = {
         **clean_env,
         "OSIRIS_PROJECT_DIR": str(project),

@@ -45,7 +45,8 @@ def assert_materialized(home: str, run_id: str) -> None:
             rows = meta["rows_read"].value
             assert rows > 0 and meta["dagster/row_count"].value == rows
             assert meta["dagster/column_schema"].value.columns[0].name in {"id", "movie_id"}
-            assert meta["path"].value == f".osiris/staging/{JOB}/extract-{table.replace('_', '-')}.arrow"
+            # Each run stages its own file, named by its run id (run isolation).
+            assert meta["path"].value == f".osiris/staging/{JOB}/extract-{table.replace('_', '-')}/{run_id}.arrow"
             assert meta["bytes"].value > 0
             out = written.asset_materialization.metadata
             assert out["rows_written"].value == rows == out["dagster/row_count"].value
