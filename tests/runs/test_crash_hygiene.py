@@ -162,7 +162,8 @@ def test_killed_runs_are_marked_failed_and_their_debris_reclaimed(big: Path, cle
     assert run_status(home, killed_in_write) == dg.DagsterRunStatus.STARTED  # nobody has looked yet
     assert not (project / "logs" / f"run_{killed_in_write}" / "status.json").exists()
     assert_target_holds_first_run(project)
-    with dg.DagsterInstance.from_config(home) as instance:
+    with pytest.MonkeyPatch.context() as patch, dg.DagsterInstance.from_config(home) as instance:
+        patch.setenv("OSIRIS_PROJECT_DIR", str(project))  # as the daemon's code server has it
         result = abandoned_runs_sensor(dg.build_sensor_context(instance=instance))
     assert killed_in_write in str(result.skip_message)
     assert_abandoned(project, home, killed_in_write)
