@@ -5,8 +5,8 @@ Schema (`schemas/pipeline.schema.json`); unique step ids, `needs` naming existin
 cycles; known component, mode fitting the component; parameters (and that every value given
 for a run is declared); inline secrets; each component's own config schema and checks (a write
 path inside the project, a known encoding); the connection family fitting the component (and,
-when connection profiles are given, the alias existing); one writer per target. Every failure is a `PipelineSpecError`
-naming the file and the field, e.g. ``assets/movies.yaml: steps[3].needs: unknown step
+when connection profiles are given, the alias existing); one writer per target. Every failure
+is a `PipelineSpecError` naming the file and the field, e.g. ``assets/movies.yaml: steps[3].needs: unknown step
 'extract-actor' (did you mean 'extract-actors'?)``.
 """
 
