@@ -91,3 +91,9 @@ def __getattr__(name: str) -> dg.Definitions:
         globals()["defs"] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # Dagster finds a module's Definitions through dir() (`-m osiris_dagster.definitions` without
+    # `-a`, and dg's `code_location_target_module`): the lazy `defs` must be listed there.
+    return sorted({*globals(), "defs"})
