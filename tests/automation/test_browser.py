@@ -1,5 +1,17 @@
-"""A real browser against `dagster dev`: the demo assets are there, "Materialize all" runs them,
-and a written asset's page shows rows_written. Screenshots go to test-artifacts/browser/."""
+"""A real browser against `osiris-dagster ui`, the way a new user goes: the Catalog, its lineage
+view, **Materialize all** (every asset of both demo pipelines, one run of Dagster's implicit
+`__ASSET_JOB`), then the run, an extracted asset and a written asset's check.
+
+What is checked comes from outside the product's own reports where it can: the executor from the
+run's log as the UI shows it ("Executing steps in process (pid: N)") and from Dagster's event log
+(every step started in that one process); row counts from the SQLite source itself, the CSV file
+and PostgreSQL's own count (the Supabase pipeline writes through the direct COPY transport into a
+fresh database).
+
+Screenshots go to `test-artifacts/screenshots/` (gitignored; README, Development): the lineage,
+the extracted asset's page, the written asset's check, the run, and `failed-waiting.png` when a
+wait times out.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +19,32 @@ import csv
 import os
 import re
 import signal
+import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, dagster_bin
+from osiris_dagster.connections import demo_database_path
+from osiris_dagster.project import ProjectLayout
+from osiris_dagster.session.catalogue import validator
+from osiris_dagster.session.reader import SessionRecord
+from tests.automation.test_one_executor import step_processes
+from tests.conftest import REPO
 from tests.e2e.test_dagster_dev import free_port, graphql
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 INSTALL = "apt-get install -y --no-install-recommends chromium chromium-driver"
-ARTIFACTS = REPO / "test-artifacts" / "browser"
+SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
 LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }"
+RUNS = "{ runsOrError { ... on Runs { results { runId status jobName } } } }"
+TABLES = ("actors", "directors", "movies", "movie_actors", "reviews")
 DEMO_ASSETS = [
-    f"{kind}_{table}{suffix}"
-    for table in ("actors", "directors", "movies", "movie_actors", "reviews")
-    for kind, suffix in (("extract", ""), ("write", "_csv"))
+    f"{kind}_{table}{suffix}" for table in TABLES for kind, suffix in (("extract", ""), ("write", "_csv"))
 ]
-RUNS = "{ runsOrError { ... on Runs { results { runId status } } } }"
 
 
 @pytest.fixture
@@ -45,9 +63,11 @@ def browser(tmp_path: Path):  # type: ignore[no-untyped-def]
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
         "--disable-background-networking",
         "--disable-component-update",
-        "--no-first-run",
+        "--disable-sync",
         "--window-size=1600,1000",
         f"--user-data-dir={tmp_path / 'chromium-profile'}",
     ):
@@ -61,8 +81,8 @@ def browser(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def shot(driver, name: str) -> Path:  # type: ignore[no-untyped-def]
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
     driver.save_screenshot(str(path))
     return path
 
@@ -96,74 +116,145 @@ def wait_text(driver, pattern: str, timeout: float = 60) -> re.Match[str]:  # ty
     raise AssertionError(f"{pattern!r} never appeared; page text:\n{text[-2000:]}")
 
 
-@pytest.mark.e2e
-def test_browser_materializes_all_demo_assets_and_reads_rows_written(
-    project: Path, clean_env: dict[str, str], browser
-) -> None:  # type: ignore[no-untyped-def]
+def wait_gone(driver, text: str, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
     from selenium.webdriver.common.by import By
 
-    (Path(clean_env["DAGSTER_HOME"]) / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    deadline = time.monotonic() + timeout
+    while text in driver.find_element(By.TAG_NAME, "body").text:
+        if time.monotonic() > deadline:
+            shot(driver, "failed-waiting")
+            raise AssertionError(f"{text!r} still on the page after {timeout} s")
+        time.sleep(0.5)
+
+
+def click_button(driver, label: str) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.XPATH, f"//button[contains(., '{label}')]").click()
+
+
+def source_rows(project: Path, table: str) -> int:
+    with sqlite3.connect(demo_database_path(ProjectLayout(project), "movies")) as db:
+        return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+def csv_rows(path: Path) -> int:
+    with path.open(newline="") as file:
+        return len(list(csv.reader(file))) - 1
+
+
+@pytest.mark.e2e
+@pytest.mark.postgres
+def test_materialize_all_in_the_catalog_runs_in_process_and_leaves_a_complete_session(
+    project: Path, clean_env: dict[str, str], postgres_database: str, browser
+) -> None:  # type: ignore[no-untyped-def]
+    import psycopg
+    from selenium.webdriver.common.by import By
+
+    home = Path(clean_env["DAGSTER_HOME"])
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {
+        **clean_env,
+        "SUPABASE_URL": "http://127.0.0.1:9",  # unused: pg_dsn selects the direct COPY transport
+        "SUPABASE_SERVICE_ROLE_KEY": "browser-test-service-role-key",
+        "SUPABASE_PG_DSN": f"postgresql://postgres@127.0.0.1:5432/{postgres_database}",
+    }
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    log = project / "dagster-dev.log"
+    log = project / "ui.log"
     with log.open("w") as output:
-        process = subprocess.Popen(
-            [dagster_bin(), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        ui = subprocess.Popen(
+            [sys.executable, "-m", "osiris_dagster.cli", "ui", "--port", str(port)],
             cwd=project,
-            env=clean_env,
+            env=env,
             stdout=output,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 150
         while time.monotonic() < deadline:
             try:
                 if graphql(port, "{ assetNodes { id } }")["data"]["assetNodes"]:
                     break
             except (OSError, KeyError, TypeError):
                 pass
-            assert process.poll() is None, log.read_text()[-3000:]
+            assert ui.poll() is None, log.read_text()[-3000:]
             time.sleep(1)
-
         (location,) = [e["name"] for e in graphql(port, LOCATIONS)["data"]["workspaceOrError"]["locationEntries"]]
-        group_page = f"{base}/locations/{location}/asset-groups/movies_to_csv"
-        browser.get(group_page)
-        wait_text(browser, r"write_reviews_csv")
-        dismiss_welcome_dialog(browser)
-        shot(browser, "1-asset-graph")
-        button = browser.find_element(By.XPATH, "//button[contains(., 'Materialize all')]")
-        button.click()
-        time.sleep(2)
-        shot(browser, "2-materialize-all-clicked")
 
-        deadline = time.monotonic() + 150
-        status = None
+        # The Catalog, then its "View lineage": every asset of the code location, and Materialize all.
+        browser.get(f"{base}/assets")
+        wait_text(browser, r"movies_to_supabase / extract_actors")  # the table renders the rows in view
+        dismiss_welcome_dialog(browser)
+        browser.find_element(By.XPATH, "//a[contains(., 'View lineage')]").click()
+        wait_text(browser, r"Global asset lineage")
+        click_button(browser, "Materialize all")
+
+        deadline = time.monotonic() + 240
+        runs: list[dict] = []
         while time.monotonic() < deadline:
             runs = graphql(port, RUNS)["data"]["runsOrError"]["results"]
-            status = runs[0]["status"] if runs else None
-            if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            if runs and runs[0]["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
                 break
             time.sleep(1)
-        assert status == "SUCCESS", (status, log.read_text()[-3000:])
         (run,) = runs
-        browser.get(f"{base}/runs/{run['runId']}")
-        wait_text(browser, r"(?i)success")
-        shot(browser, "3-run-succeeded")
+        assert run["status"] == "SUCCESS", (run, log.read_text()[-3000:])
+        assert run["jobName"] == "__ASSET_JOB"
+        run_id = run["runId"]
 
-        # The graph renders only the nodes in view; the List tab names every asset of the group.
-        browser.get(f"{group_page}/list")
-        for step in DEMO_ASSETS:
-            wait_text(browser, rf"\b{step}\b")
-        wait_text(browser, r"Written by filesystem.csv_writer: output/actors.csv")  # descriptions
-        shot(browser, "4-asset-list")
+        # The executor, as the run's page shows it, then as Dagster's event log records each step.
+        browser.get(f"{base}/runs/{run_id}")
+        wait_text(browser, r"RUN_SUCCESS")
+        browser.find_element(By.XPATH, "//input[contains(@placeholder, 'Filter')]").send_keys("steps in process")
+        announced = wait_text(browser, r"Executing steps in process \(pid: (\d+)\)")
+        wait_text(browser, rf"Finished steps in process \(pid: {announced.group(1)}\)")
+        shot(browser, "run")
+        engine, starts = step_processes(home, run_id)
+        assert len(starts) == 20 and set(starts.values()) == {int(announced.group(1))}, starts
+        assert not [message for message in engine if "subprocess" in message.lower()]
+
+        # Lineage of one pipeline, now materialized: the graph renders only what is in view.
+        browser.set_window_size(1600, 1500)  # tall enough for the pipeline's five rows of nodes
+        browser.get(f"{base}/locations/{location}/asset-groups/movies_to_csv")
+        wait_text(browser, r"write_reviews_csv")
+        wait_gone(browser, "Loading")  # each node's status arrives after the graph
+        shot(browser, "lineage")
+        browser.set_window_size(1600, 1000)
+        browser.get(f"{base}/locations/{location}/asset-groups/movies_to_csv/list")
+        for asset in DEMO_ASSETS:
+            wait_text(browser, rf"\b{asset}\b")
+
+        browser.get(f"{base}/assets/movies_to_csv/extract_actors")
+        wait_text(browser, r"(?s)Extracted table.*actors")
+        wait_text(browser, r"dagster/row_count|Row count")
+        shot(browser, "extracted-asset")
+
+        browser.get(f"{base}/assets/movies_to_csv/write_actors_csv?view=checks")
+        wait_text(browser, r"row_count_matches_extract")
+        wait_text(browser, r"(?i)passed|succeeded")
+        shot(browser, "written-asset-check")
 
         browser.get(f"{base}/assets/movies_to_csv/write_actors_csv?view=events")
-        match = wait_text(browser, r"rows_written\s+(\d+)")
-        shot(browser, "5-written-asset")
+        written = wait_text(browser, r"rows_written\s+(\d+)")
+        shot(browser, "written-asset-events")
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
-    with (project / "output" / "actors.csv").open(newline="") as file:
-        rows_in_file = len(list(csv.reader(file))) - 1
-    assert int(match.group(1)) == rows_in_file > 0
+        ui.send_signal(signal.SIGTERM)
+        ui.wait(timeout=30)
+
+    record = SessionRecord.read(ProjectLayout(project).session_dir(run_id))
+    names = [line["event"] for line in record.events]
+    assert names[0] == "run_start" and names[-1] == "run_end", names
+    status = record.status or {}
+    validator("status").validate(status)
+    assert status["ok"] is True and status["job"] == "__ASSET_JOB"
+    assert status["pipelines"] == ["movies-to-csv", "movies-to-supabase"]
+    assert status["steps_total"] == status["steps_completed"] == 20
+    (start,) = [line for line in record.events if line["event"] == "run_start"]
+    assert start["executor"] == "in_process"
+
+    with psycopg.connect(f"host=127.0.0.1 port=5432 user=postgres dbname={postgres_database}") as db:
+        for table in TABLES:
+            expected = source_rows(project, table)
+            assert csv_rows(project / "output" / f"{table}.csv") == expected, table
+            assert db.execute(f"SELECT count(*) FROM public.{table}").fetchone()[0] == expected, table
+    assert int(written.group(1)) == source_rows(project, "actors") > 0
