@@ -30,6 +30,7 @@ from osiris_dagster.components.sensors import run_alert_sensor
 from osiris_dagster.errors import InputError, PipelineSpecError
 from osiris_dagster.local_run import PIPELINE_FILE_ENV
 from osiris_dagster.project import PROJECT_DIR_ENV, ProjectLayout
+from osiris_dagster.remote.sandbox_reaper import e2b_sandbox_reaper
 from osiris_dagster.secrets import mask_text
 from osiris_dagster.session.recording_executor import osiris_executor
 
@@ -60,10 +61,11 @@ def build_definitions(project: ProjectLayout | None = None, files: Iterable[Path
     # The executor is the location's default, so the implicit asset job (UI Materialize, selections
     # across pipelines, backfills, `dagster asset materialize`) runs and records like a pipeline job;
     # one run-failure sensor watches every run of the location; one sensor lets the daemon mark runs
-    # whose process died (components/abandoned_runs.py).
+    # whose process died (components/abandoned_runs.py); the sandbox reaper kills sandboxes of finished
+    # remote runs (it does nothing unless the instance's launcher is E2BRunLauncher).
     location = dg.Definitions(
         resources=pipeline_resources(),
-        sensors=[run_alert_sensor, abandoned_runs_sensor],
+        sensors=[run_alert_sensor, abandoned_runs_sensor, e2b_sandbox_reaper],
         executor=osiris_executor,
         metadata={BROKEN_PIPELINES_METADATA_KEY: dg.MetadataValue.json(broken)} if broken else None,
     )

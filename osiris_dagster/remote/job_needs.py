@@ -17,10 +17,12 @@ drivers of the connection families the job's steps use.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+from urllib.parse import urlsplit
 
 from osiris_dagster.connections import load_profiles
 from osiris_dagster.errors import InputError
@@ -117,6 +119,57 @@ def job_needs(
     env = {name: environ[name] for name in sorted(names) if name in environ}
     modules.extend(extra_modules)
     return JobNeeds(env=env, modules=tuple(dict.fromkeys(modules)))
+
+
+def loopback_connections(
+    project: ProjectLayout, job_name: str, run_params: Mapping[str, Any], environ: Mapping[str, str]
+) -> list[tuple[str, str]]:
+    """``(@family.alias, host)`` of each connection the job uses whose resolved host is loopback.
+
+    For the cloud backend: inside an E2B sandbox 127.0.0.1 is the sandbox itself, so a profile
+    defaulting to it (``${MYSQL_HOST:-127.0.0.1}``) would make the run fail minutes later with a
+    connection refused. File connections (sqlite) have no host.
+    """
+    pipeline = find_job_pipeline(project, job_name)
+    if pipeline is None or not project.connections_file.exists():
+        return []
+    profiles = load_profiles(project.connections_file)
+    params = effective_params(pipeline.params, run_params, environ)
+    found: dict[str, str] = {}
+    for step in pipeline.steps:
+        component, config = check_step(pipeline, step, params)
+        if not component.connection_families:
+            continue
+        family, alias = connection_choice(
+            component, config, file=str(pipeline.file), field=step.field_prefix, connections=profiles
+        )
+        try:
+            connection = profiles.resolve(family, str(alias), environ)
+        except InputError:
+            continue
+        host = _connection_host(connection.fields)
+        if host is not None and _is_loopback(host):
+            found[connection.reference] = host
+    return sorted(found.items())
+
+
+def _connection_host(fields: Mapping[str, Any]) -> str | None:
+    if fields.get("host"):
+        return str(fields["host"])
+    for key in ("url", "pg_dsn", "dsn"):
+        value = fields.get(key)
+        if isinstance(value, str) and "://" in value:
+            return urlsplit(value).hostname
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain") or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _declared_param_env(key: str, pipeline: Pipeline) -> bool:

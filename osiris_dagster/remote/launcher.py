@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
-from dagster import Array, Bool, Field, Int, Noneable, Shape, StringSource, serialize_value
+from dagster import Array, Bool, Field, Float, Int, Noneable, Shape, StringSource, serialize_value
 from dagster import _check as check
 from dagster._core.launcher.base import (
     CheckRunHealthResult,
@@ -41,6 +41,8 @@ from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
 from osiris_dagster.project import PROJECT_DIR_ENV
 from osiris_dagster.remote.run_files import RunFiles
+from osiris_dagster.remote.sandbox_lease import kill_sandbox
+from osiris_dagster.remote.sandbox_reaper import sandbox_metadata
 from osiris_dagster.remote.settings import SandboxSettings
 from osiris_dagster.remote.tags import SANDBOX_ID_TAG, SUPERVISOR_PID_TAG
 from osiris_dagster.secrets import mask_text
@@ -74,9 +76,13 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
             "pip_args": Field(Array(str), default_value=[], description="Extra pip arguments for install_deps"),
             "python": Field(StringSource, default_value="python3", description="Interpreter inside the sandbox"),
             "preflight_modules": Field(Array(str), default_value=[], description="Extra modules the run needs"),
-            "api_url": Field(Noneable(StringSource), is_required=False, description="E2B API URL (local: the server)"),
-            "sandbox_url": Field(Noneable(StringSource), is_required=False, description="envd URL (local: the server)"),
-            "create_attempts": Field(Int, default_value=4, description="Sandbox create attempts (transient errors)"),
+            "api_url": Field(Noneable(StringSource), is_required=False, description="backend local: the server's URL"),
+            "sandbox_url": Field(Noneable(StringSource), is_required=False, description="backend local: envd URL"),
+            "domain": Field(Noneable(StringSource), is_required=False, description="backend e2b: E2B domain"),
+            "create_attempts": Field(Int, default_value=10, description="Sandbox create attempts (transient errors)"),
+            "create_budget_s": Field(
+                Float, default_value=120.0, description="Give up creating a sandbox after this many seconds of retries"
+            ),
             "pool": Field(
                 Shape(
                     {
@@ -98,7 +104,10 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
         self.settings.sdk_kwargs()  # fail the launch now, with an actionable message, if unconfigured
+        _refuse_default_template(self.settings)
         _refuse_incremental_steps(run)
+        if self.settings.backend == "e2b":
+            _refuse_loopback_connections(run)
         files = RunFiles.for_run(self._instance.root_directory, run.run_id)
         files.root.mkdir(parents=True, exist_ok=True)
         instance = self._instance
@@ -117,6 +126,7 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
             "instance_ref": serialize_value(self._instance.get_ref()),
             "project_dir": str(_project_dir(run)),
             "needs": _needs_spec(run, self.settings),
+            "sandbox_metadata": sandbox_metadata(run.run_id, instance.run_storage.get_run_storage_id()),
             "launched_at": time.time(),
         }
         fd = os.open(files.spec, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -171,9 +181,12 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
 
     # -- cancel ---------------------------------------------------------------------
     def terminate(self, run_id: str) -> bool:
+        """Cancel a running run; for a finished run, kill its sandbox if one is left (any state)."""
         run = self._instance.get_run_by_id(run_id)
-        if run is None or run.is_finished:
+        if run is None:
             return False
+        if run.is_finished:
+            return self._kill_sandbox(run)
         self._instance.report_run_canceling(run)
         files = RunFiles.for_run(self._instance.root_directory, run.run_id)
         if files.root.is_dir():
@@ -190,18 +203,14 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
         self._instance.report_run_canceled(run, "Canceled: the run's supervisor was not running.")
         return True
 
-    def _kill_sandbox(self, run: DagsterRun) -> None:
+    def _kill_sandbox(self, run: DagsterRun) -> bool:
+        """Kill the run's sandbox; True only when the service confirmed it is gone."""
         sandbox_id = run.tags.get(SANDBOX_ID_TAG)
         if not sandbox_id:
-            return
-        from e2b import Sandbox
-
-        try:
-            Sandbox.kill(sandbox_id, **self.settings.sdk_kwargs())
-        except Exception as error:  # best effort: it may be gone already
-            self._instance.report_engine_event(
-                f"Could not kill sandbox {sandbox_id}: {mask_text(str(error))}", run, cls=self.__class__
-            )
+            return False
+        outcome = kill_sandbox(sandbox_id, self.settings.sdk_kwargs())
+        self._instance.report_engine_event(outcome.message, run, cls=self.__class__)
+        return outcome.confirmed
 
     # -- run monitoring -------------------------------------------------------------
     @property
@@ -250,6 +259,38 @@ def _project_dir(run: DagsterRun) -> Path:
         return Path(working_directory).resolve()
     base = os.environ.get(PROJECT_DIR_ENV) or os.getcwd()
     return Path(base, working_directory if working_directory and not os.environ.get(PROJECT_DIR_ENV) else "").resolve()
+
+
+def _refuse_default_template(settings: SandboxSettings) -> None:
+    """E2B's default template ``base`` has no Dagster: fail the launch now, not in the sandbox."""
+    if settings.backend == "e2b" and not settings.template and not settings.install_deps:
+        raise RuntimeError(
+            "E2BRunLauncher: no run_launcher.config.template is set, so the sandbox would use E2B's default "
+            "template 'base', which has no Dagster. Build the product's template once with "
+            "`osiris-dagster e2b template build --name osiris-dagster` (needs E2B_API_KEY), then set "
+            "run_launcher.config.template: osiris-dagster"
+        )
+
+
+def _refuse_loopback_connections(run: DagsterRun) -> None:
+    """In E2B's cloud, 127.0.0.1/localhost is the sandbox itself: fail the launch, naming the connection."""
+    from osiris_dagster.project import ProjectLayout
+    from osiris_dagster.remote.job_needs import loopback_connections
+
+    try:
+        found = loopback_connections(
+            ProjectLayout.discover(_project_dir(run)), run.job_name, _run_params(run.run_config), os.environ
+        )
+    except Exception:  # a broken pipeline fails in the sandbox with its own message
+        return
+    if found:
+        listed = ", ".join(f"{reference} (host {host})" for reference, host in found)
+        raise RuntimeError(
+            f"E2BRunLauncher: {listed}: a loopback host inside an E2B sandbox is the sandbox itself, not this "
+            "machine. Point the connection at an address the sandbox can reach over the internet (set the "
+            "profile's host, or the variable it reads, e.g. MYSQL_HOST), or run this job with the default "
+            "run launcher. See docs/remote-runs.md, 'Cloud backend: reachable hosts'."
+        )
 
 
 def _refuse_incremental_steps(run: DagsterRun) -> None:

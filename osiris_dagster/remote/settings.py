@@ -4,6 +4,14 @@ One frozen value object shared by the launcher (which reads it from the instance
 per-run supervisor (which receives it as JSON). It deliberately holds no credential: the E2B key
 is read from the supervisor's environment (`E2B_API_KEY`) at the moment the SDK needs it, so it
 is never written into a file, a run tag or a process argument.
+
+Reaching the backend: e2b 2.63 marks ``api_url``/``sandbox_url`` (and ``E2B_API_URL``/
+``E2B_SANDBOX_URL``) deprecated, "for internal use only". The cloud backend therefore passes only
+``api_key`` and, for a self-hosted E2B, ``domain`` (``E2B_DOMAIN``) - the supported way - and
+refuses ``api_url``/``sandbox_url``. The local server is not E2B's cloud: plain HTTP on a loopback
+port, which no non-deprecated SDK setting can address (``domain`` always means
+``https://api.<domain>``), so the local backend alone still passes ``api_url``/``sandbox_url``;
+the pinned SDK version and the contract tests catch their removal.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ Backend = Literal["e2b", "local"]
 E2B_API_KEY_ENV = "E2B_API_KEY"
 E2B_API_URL_ENV = "E2B_API_URL"
 E2B_SANDBOX_URL_ENV = "E2B_SANDBOX_URL"
+E2B_DOMAIN_ENV = "E2B_DOMAIN"
 # The local sandbox server accepts any key; this is the one it documents.
 LOCAL_API_KEY = "e2b_local_sandbox"
 
@@ -44,7 +53,11 @@ class SandboxSettings:
     preflight_modules: tuple[str, ...] = ()
     api_url: str | None = None
     sandbox_url: str | None = None
-    create_attempts: int = 4
+    domain: str | None = None
+    # Sandbox creation retries (tenacity): up to this many attempts within this many seconds.
+    # E2B answers 429 at its concurrency/creation-rate limits (Hobby: 20 sandboxes, 1 create/s).
+    create_attempts: int = 10
+    create_budget_s: float = 120.0
     cancel_grace_s: float = 30.0
     # Warm pool (`pool:` in the launcher config): idle, dependency-checked sandboxes kept ready.
     pool_size: int = 0
@@ -85,9 +98,13 @@ class SandboxSettings:
             return {"api_key": api_key or LOCAL_API_KEY, "api_url": api_url, "sandbox_url": sandbox_url or api_url}
         if not api_key:
             raise SandboxConfigError(f"backend 'e2b' needs {E2B_API_KEY_ENV} in the environment of the launcher")
+        if self.api_url or self.sandbox_url:
+            raise SandboxConfigError(
+                "run_launcher.config.api_url/sandbox_url are for backend 'local' only (e2b 2.63 deprecates "
+                "them); for a self-hosted E2B set run_launcher.config.domain (or E2B_DOMAIN)"
+            )
         kwargs: dict[str, Any] = {"api_key": api_key}
-        if api_url:
-            kwargs["api_url"] = api_url
-        if sandbox_url:
-            kwargs["sandbox_url"] = sandbox_url
+        domain = self.domain or environ.get(E2B_DOMAIN_ENV)
+        if domain:
+            kwargs["domain"] = domain
         return kwargs

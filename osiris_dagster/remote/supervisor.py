@@ -44,11 +44,12 @@ from e2b.exceptions import (
     ServiceBusyException,
     TimeoutException,
 )
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
 
 from osiris_dagster.project import ProjectLayout
 from osiris_dagster.remote import relay_protocol as protocol
 from osiris_dagster.remote.run_files import RunFiles
+from osiris_dagster.remote.sandbox_lease import SandboxLease, kill_sandbox
 from osiris_dagster.remote.settings import SandboxSettings
 from osiris_dagster.remote.tags import SANDBOX_ID_TAG, SANDBOX_METADATA_RUN_ID
 from osiris_dagster.secrets import is_secret_key, mask_text, register_secret
@@ -94,6 +95,7 @@ class _Outcome:
     # The worker's command in the sandbox (what `commands.connect` reattaches to).
     worker_pid: int | None = None
     session_recorded: bool = False
+    kill_confirmed: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "stderr_tail"}
@@ -152,6 +154,8 @@ class RunSpec:
     launched_at: float
     # Variable names and modules the launcher worked out (`launcher._needs_spec`), or None.
     needs: dict[str, list[str]] | None = None
+    # What the sandbox is created with; the reaper lists by it (`sandbox_reaper.sandbox_metadata`).
+    sandbox_metadata: dict[str, str] | None = None
 
     @classmethod
     def read(cls, path: Path) -> RunSpec:
@@ -166,6 +170,7 @@ class RunSpec:
             project=ProjectLayout.discover(spec["project_dir"]),
             launched_at=spec["launched_at"],
             needs=spec.get("needs"),
+            sandbox_metadata=spec.get("sandbox_metadata"),
         )
 
 
@@ -183,6 +188,8 @@ class RunSupervisor:
         self._topped_up = False
         self._sandbox: Sandbox | None = None
         self._relay: Any = None
+        # Renews the sandbox's timeout from the moment it is ours until it is killed (`sandbox_lease`).
+        self._lease: SandboxLease | None = None
 
     @cached_property
     def instance(self) -> Any:
@@ -210,6 +217,8 @@ class RunSupervisor:
             log.exception("supervisor failed")
             self._outcome.error = self._outcome.error or mask_text(f"{type(error).__name__}: {error}")
         finally:
+            if self._lease is not None:
+                self._lease.stop()
             sandbox = sandbox or self._sandbox
             if sandbox is not None:
                 self._kill(sandbox)
@@ -224,6 +233,7 @@ class RunSupervisor:
         log.info("job needs known %d ms after launch_run", self._since_launch())
         sandbox = self._claim_sandbox() or self._create_sandbox()
         self._sandbox = sandbox
+        self._lease = SandboxLease(sandbox, self.settings.sandbox_timeout_s).start()
         self._save_state()
         handle = None if self._cancel.is_set() else self._start_worker(sandbox)
         # Dagster is first needed here; importing it now overlaps the worker's start-up.
@@ -261,6 +271,7 @@ class RunSupervisor:
             )
             return None
         self._sandbox = sandbox
+        self._lease = SandboxLease(sandbox, self.settings.sandbox_timeout_s).start()
         self._engine_event(f"Reattached to sandbox {sandbox.sandbox_id} (worker pid {outcome.worker_pid})")
         return sandbox
 
@@ -336,7 +347,7 @@ class RunSupervisor:
     def _create_sandbox(self) -> Sandbox:
         started = time.perf_counter()
         retrying = Retrying(
-            stop=stop_after_attempt(self.settings.create_attempts),
+            stop=stop_after_attempt(self.settings.create_attempts) | stop_after_delay(self.settings.create_budget_s),
             wait=wait_random_exponential(multiplier=0.25, max=8),
             retry=retry_if_exception(_is_transient),
             reraise=True,
@@ -346,7 +357,7 @@ class RunSupervisor:
             Sandbox.create,
             template=self.settings.template,
             timeout=self.settings.sandbox_timeout_s,
-            metadata={SANDBOX_METADATA_RUN_ID: self.run_id},
+            metadata=self.spec.sandbox_metadata or {SANDBOX_METADATA_RUN_ID: self.run_id},
             envs=self._needs.env,
             **self.settings.sdk_kwargs(),
         )
@@ -584,11 +595,12 @@ class RunSupervisor:
         self._outcome.download = {"files": unpacked.files, "bytes": unpacked.bytes, "duration_ms": elapsed}
 
     def _kill(self, sandbox: Sandbox) -> None:
-        try:
-            sandbox.kill()
-        except Exception as error:  # already gone is fine; anything else is logged, not raised
-            log.warning("killing sandbox %s: %s", sandbox.sandbox_id, mask_text(str(error)))
-        self._engine_event(f"Sandbox {sandbox.sandbox_id} killed")
+        """Kill the sandbox; "killed" is recorded only when the service confirmed it (else the reaper retries)."""
+        outcome = kill_sandbox(sandbox.sandbox_id, self.settings.sdk_kwargs())
+        self._outcome.kill_confirmed = outcome.confirmed
+        if not outcome.confirmed:
+            log.warning("%s", outcome.message)
+        self._engine_event(outcome.message)
 
     # -- the host's records ----------------------------------------------------------
     def _record_session(self) -> None:
@@ -619,7 +631,8 @@ class RunSupervisor:
             session.metric("artifacts_copy_ms", outcome.download["duration_ms"])
             session.metric("artifacts_files_total", outcome.download["files"])
             session.metric("artifacts_bytes_total", outcome.download["bytes"])
-        session.event("sandbox_killed", sandbox_id=outcome.sandbox_id)
+        if outcome.kill_confirmed:
+            session.event("sandbox_killed", sandbox_id=outcome.sandbox_id)
         if not session.status_file.exists():
             self._write_failed_status(session)
         outcome.session_recorded = True

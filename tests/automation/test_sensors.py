@@ -85,7 +85,7 @@ def test_unreachable_source_keeps_its_fingerprint_and_the_sensor_keeps_going(pro
 
 def test_pipeline_without_sensor_block_has_no_source_change_sensor(project: Path) -> None:
     names = [sensor.name for sensor in repository(project).sensor_defs]
-    assert sorted(names) == ["osiris_abandoned_runs", "osiris_run_alert"]
+    assert sorted(names) == ["e2b_sandbox_reaper", "osiris_abandoned_runs", "osiris_run_alert"]
 
 
 @pytest.mark.parametrize(
