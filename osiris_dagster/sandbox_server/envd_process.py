@@ -188,15 +188,19 @@ def stream_events(
                     break
             gone = next((e["sandboxGone"] for e in batch if "sandboxGone" in e), None)
             if gone is not None:
-                # Killed/expired sandbox: end like E2B does when the sandbox vanishes.
-                # "was not found" makes the SDK raise SandboxNotRunningException
-                # (e2b/exceptions.py format_sandbox_unavailable_exception).
+                # Killed/expired sandbox: its VM is gone, and with it the connection. E2B's
+                # clients see a transport failure, probe the sandbox's health (502 "not
+                # found") and raise SandboxNotRunningException "... killed or reached its end
+                # of life" (e2b/envd/rpc.py format_terminated_exception). Deliver what was
+                # produced before, then reset - never a clean end of stream.
                 batch = [e for e in batch if "sandboxGone" not in e]
-            ended = gone is not None or any("end" in e for e in batch)
+                if batch:
+                    exchange.write_chunk(b"".join(encode_envelope({"event": e}) for e in batch))
+                exchange.abort()
+                return
+            ended = any("end" in e for e in batch)
             payload = b"".join(encode_envelope({"event": e}) for e in batch)
-            if gone is not None:
-                payload += end_of_stream(ConnectError("unavailable", gone))
-            elif ended:
+            if ended:
                 payload += end_of_stream()
             exchange.write_chunk(payload)
             if ended:

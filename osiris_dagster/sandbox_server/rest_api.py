@@ -10,6 +10,7 @@ same model, kill/set-timeout 204, 404 ``{"code", "message"}`` for unknown ids
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import re
 import urllib.parse
@@ -177,14 +178,22 @@ def _list(exchange: Exchange, registry: SandboxRegistry) -> None:
     if unknown:
         return exchange.send_api_error(400, f"invalid state {sorted(unknown)[0]!r}: expected running or paused")
     template = exchange.query_value("template")
-    descending = (exchange.query_value("order") or "").lower() == "desc"
+    # E2B lists newest first unless asked otherwise.
+    descending = (exchange.query_value("order") or "desc").lower() != "asc"
     try:
         limit = _page_limit(exchange.query_value("limit"))
         after = _decode_token(exchange.query_value("nextToken"))
+        started_after = _timestamp(exchange.query_value("startedAfter"))
     except ValueError as exc:
         return exchange.send_api_error(400, str(exc))
     sandboxes = sorted(
-        (s for s in registry.list() if _matches(s, wanted, states, template)),
+        (
+            s
+            for s in registry.list()
+            # startedAt travels with microsecond precision: compare at that precision
+            if _matches(s, wanted, states, template)
+            and (started_after is None or round(s.started_at, 6) >= started_after - 1e-6)
+        ),
         key=lambda s: (s.started_at, s.sandbox_id),
         reverse=descending,
     )
@@ -202,6 +211,16 @@ def _list(exchange: Exchange, registry: SandboxRegistry) -> None:
         content_type="application/json",
         headers=headers,
     )
+
+
+def _timestamp(raw: str | None) -> float | None:
+    if not raw:
+        return None
+    try:
+        # An unencoded "+01:00" offset arrives as " 01:00" after query decoding.
+        return dt.datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+")).timestamp()
+    except ValueError as exc:
+        raise ValueError(f"invalid startedAfter {raw!r}: expected an RFC 3339 time") from exc
 
 
 DEFAULT_PAGE_LIMIT = 100
