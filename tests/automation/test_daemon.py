@@ -15,6 +15,8 @@ import pytest
 from dagster._core.scheduler.instigation import InstigatorType
 
 from osiris_dagster.instance_storage import ensure_storage
+from osiris_dagster.project import ProjectLayout
+from osiris_dagster.session.reader import SessionRecord
 from tests.automation.helpers import extend_pipeline
 from tests.conftest import run_cli
 
@@ -103,3 +105,11 @@ def test_daemon_sensor_sees_a_mariadb_change_and_its_run_succeeds(
         rows = list(csv.DictReader(file))
     assert {"id": "9001", "name": "Sensor Seen"}.items() <= rows[-1].items()
     assert sorted(p.name for p in (project / "output").iterdir()) == ["actors.csv"]
+    # A sensor's run is a first-class run: the project's executor and a complete session directory.
+    record = SessionRecord.read(ProjectLayout(project).session_dir(run.run_id))
+    names = [line["event"] for line in record.events]
+    assert names[0] == "run_start" and names[-1] == "run_end", names
+    assert record.events[0]["executor"] == "in_process"
+    status = record.status or {}
+    assert status["ok"] is True and status["pipeline"] == "movies-to-csv"
+    assert status["steps_total"] == status["steps_completed"] == 2

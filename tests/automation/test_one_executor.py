@@ -16,7 +16,9 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from click.testing import CliRunner
 
+from osiris_dagster.cli import cli
 from osiris_dagster.components.sensors import run_alert_sensor
 from osiris_dagster.project import ProjectLayout
 from osiris_dagster.session.catalogue import validator
@@ -137,6 +139,8 @@ def test_a_selection_across_pipelines_runs_in_process_and_leaves_a_complete_sess
     (start,) = [line for line in record.events if line["event"] == "run_start"]
     assert start["executor"] == "in_process" and start["job"] == IMPLICIT_ASSET_JOB
     assert (project / "output" / "actors-only.csv").read_bytes() == (project / "output" / "actors.csv").read_bytes()
+    listed = CliRunner().invoke(cli, ["--project-dir", str(project), "logs", "list"])
+    assert listed.exit_code == 0 and f"run_{run.run_id}\tactors-only+movies-to-csv\tok\tlocal" in listed.output
 
 
 @pytest.mark.e2e
