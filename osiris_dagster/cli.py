@@ -61,6 +61,21 @@ def _fail_input(error: InputError) -> None:
 
 
 @cli.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+def init(directory: Path) -> None:
+    """Write a new runnable project into DIRECTORY: demo pipeline, connections, workspace.yaml, dg settings."""
+    from osiris_dagster.project_init import init_project
+
+    try:
+        files = init_project(directory)
+    except InputError as error:
+        _fail_input(error)
+    click.echo(f"created project {directory} ({len(files)} files). Next:")
+    click.echo(f"  cd {directory} && osiris-dagster demo")
+    click.echo("  dagster job execute -m osiris_dagster.definitions -j movies_to_csv   # or: osiris-dagster ui")
+
+
+@cli.command()
 @click.argument("pipeline")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Set ${params.NAME} (repeatable).")
 @click.pass_obj

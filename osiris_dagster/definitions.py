@@ -1,8 +1,15 @@
 """The code location: every pipeline in the project's `assets/` folder, as Dagster definitions.
 
-Loaded by `workspace.yaml` (`dagster dev -w workspace.yaml`, `dagster job execute -w
-workspace.yaml -j <job>`). The project folder is `$OSIRIS_PROJECT_DIR`, else the current
-directory; it is exported here so run workers started from this process resolve the same one.
+Loaded by `workspace.yaml` (`dagster dev -w workspace.yaml`), by `-m osiris_dagster.definitions`
+(`dagster job execute -m osiris_dagster.definitions -j <job>`), and by dg (`dg list defs`, `dg
+launch`: `[tool.dg.project] code_location_target_module` in the project's pyproject.toml). The
+project folder is `$OSIRIS_PROJECT_DIR`, else the current directory; it is exported here so run
+workers started from this process resolve the same one.
+
+Besides `assets/*.yaml`, a dg project's defs folder (`[tool.dg.project] defs_module`, `defs/` in
+a project made by `osiris-dagster init`) is loaded with Dagster's own `load_from_defs_folder`, so
+pipelines declared as `OmlPipelineComponent` instances in `defs.yaml` files join the same code
+location (docs/dg.md).
 
 One file cannot take down the others: a pipeline file that does not validate (or whose name
 another file already uses) becomes a *broken pipeline* asset and job named after the file
@@ -17,6 +24,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -69,7 +78,24 @@ def build_definitions(project: ProjectLayout | None = None, files: Iterable[Path
         executor=osiris_executor,
         metadata={BROKEN_PIPELINES_METADATA_KEY: dg.MetadataValue.json(broken)} if broken else None,
     )
-    return dg.Definitions.merge(*pipelines, location)
+    instances = _defs_folder(project) if files is None else []
+    return dg.Definitions.merge(*pipelines, *instances, location)
+
+
+def _defs_folder(project: ProjectLayout) -> list[dg.Definitions]:
+    """The dg defs folder's component instances, when the project is a dg project that has one."""
+    pyproject = project.root / "pyproject.toml"
+    if not pyproject.is_file():
+        return []
+    settings = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("tool", {}).get("dg", {}).get("project", {})
+    defs_module = settings.get("defs_module")
+    if not defs_module or not (project.root / defs_module.replace(".", "/")).is_dir():
+        return []
+    # The defs folder is a package of the project folder, which is not installed: make it importable
+    # however the code location was started (`-m`, a workspace, the CLI with --project-dir).
+    if str(project.root) not in sys.path:
+        sys.path.insert(0, str(project.root))
+    return [dg.load_from_defs_folder(path_within_project=project.root)]
 
 
 def one_pipeline_defs() -> dg.Definitions:

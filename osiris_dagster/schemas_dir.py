@@ -1,7 +1,9 @@
-"""Where the JSON Schemas live: the top-level `schemas/` folder, the one source of truth.
+"""Where the JSON Schemas live: `osiris_dagster/schemas/`, package data of the wheel.
 
-`osiris_dagster/schemas` is a link to it, so the installed package and a code bundle uploaded
-to a sandbox find the very same files.
+The files are real files inside the package (not a link out of it), so an installed wheel, an
+editable checkout and a code bundle uploaded to a sandbox all read the very same schemas. The
+repository's top-level `schemas/` is a symbolic link to this folder, kept for readers who look
+for the catalogue at the top of the repository; there is still one copy of each file.
 """
 
 from pathlib import Path
