@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_DIR_ENV = "OSIRIS_PROJECT_DIR"
+# Set by the sandbox worker to the HOST's project folder: a sandboxed run's files land there.
+PUBLISHED_DIR_ENV = "OSIRIS_PUBLISHED_PROJECT_DIR"
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,15 @@ class ProjectLayout:
             return path.resolve().relative_to(self.root).as_posix()
         except ValueError:
             return str(path)
+
+    def uri(self, path: Path) -> str:
+        """`dagster/uri` of a project file: an absolute file URI of where the user finds it (in a
+        sandboxed run, the host's project folder, where the run's files are unpacked)."""
+        absolute = self.resolve(path).resolve()
+        published = os.environ.get(PUBLISHED_DIR_ENV)
+        if published and absolute.is_relative_to(self.root):
+            absolute = Path(published) / absolute.relative_to(self.root)
+        return absolute.as_uri()
 
     def pipeline_files(self) -> list[Path]:
         return sorted(p for p in self.assets_dir.glob("*.y*ml") if p.suffix in {".yaml", ".yml"})

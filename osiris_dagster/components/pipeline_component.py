@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
+from osiris_dagster.components.automation import automation_condition, build_automation_sensor
 from osiris_dagster.components.incremental import (
     CURSOR_FROM_KEY,
     CURSOR_TO_KEY,
@@ -25,6 +26,7 @@ from osiris_dagster.components.incremental import (
     committed_read_cursor,
     incremental_cursor,
 )
+from osiris_dagster.components.ownership import owners_and_tags
 from osiris_dagster.components.registry import ComponentType
 from osiris_dagster.components.resources import (
     EXTRACTED_TABLE_IO_MANAGER_KEY,
@@ -33,8 +35,10 @@ from osiris_dagster.components.resources import (
 )
 from osiris_dagster.components.schedules import build_schedule
 from osiris_dagster.components.sensors import build_source_change_sensor
+from osiris_dagster.components.source_tables import source_tables
 from osiris_dagster.components.step_execution import execute_step, staging_dir
 from osiris_dagster.connections import load_profiles
+from osiris_dagster.io.table_metadata import column_schema
 from osiris_dagster.project import ProjectLayout
 from osiris_dagster.session.recording_executor import PIPELINE_TAG, STEP_ID_TAG, osiris_executor
 from osiris_dagster.session.session_log import SessionLog, file_sha256
@@ -50,33 +54,43 @@ ROW_COUNT_CHECK = "row_count_matches_extract"
 
 
 class OmlPipelineComponent(dg.Component, dg.Resolvable, dg.Model):
-    """One OML 0.1.0 pipeline file (`assets/<name>.yaml`) as Dagster assets and a job."""
+    """One OML 0.1.0 pipeline file as Dagster assets and a job.
+
+    Every `assets/<name>.yaml` of the project is one instance (`definitions.py`); in a dg project
+    a `defs.yaml` may declare more, with `pipeline_file` relative to that defs.yaml's folder and
+    the project folder being the dg project's root.
+    """
 
     pipeline_file: str
     project_dir: str | None = None
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        project = ProjectLayout.discover(self.project_dir)
-        path = project.resolve(self.pipeline_file)
+        project = ProjectLayout.discover(self.project_dir or context.project_root)
+        path = (context.path / self.pipeline_file).resolve()
         profiles = load_profiles(project.connections_file) if project.connections_file.exists() else None
         pipeline = load_pipeline(path, connections=profiles, project=project)
         params = effective_params(pipeline.params)
         check_incremental(pipeline)
-        assets = [_step_asset(pipeline, step, project, params) for step in pipeline.steps]
+        sources = source_tables(pipeline, params)
+        assets = [_step_asset(pipeline, step, project, params, sources) for step in pipeline.steps]
+        source_specs = list({spec.key: spec for spec in sources.values()}.values())
+        # The source tables are external: Dagster observes them, never materializes them.
+        external = dg.AssetSelection.assets(*(spec.key for spec in source_specs))
+        steps = dg.AssetSelection.groups(pipeline.python_name) - external
         job = dg.define_asset_job(
             name=pipeline.python_name,
-            selection=dg.AssetSelection.groups(pipeline.python_name),
+            selection=steps,
             executor_def=osiris_executor,
             tags={PIPELINE_TAG: pipeline.name},
             description=pipeline.description or f"Pipeline {pipeline.name} ({project.relative(path)})",
         )
         schedule = build_schedule(pipeline, job)
-        sensor = build_source_change_sensor(pipeline, project, job)
+        sensors = [build_source_change_sensor(pipeline, project, job), build_automation_sensor(pipeline, assets)]
         return dg.Definitions(
-            assets=assets,
+            assets=[*source_specs, *assets],
             jobs=[job],
             schedules=[schedule] if schedule else None,
-            sensors=[sensor] if sensor else None,
+            sensors=[sensor for sensor in sensors if sensor is not None] or None,
         )
 
 
@@ -84,7 +98,9 @@ def asset_key(pipeline: Pipeline, step_id: str) -> dg.AssetKey:
     return dg.AssetKey([pipeline.python_name, to_python_name(step_id)])
 
 
-def _step_asset(pipeline: Pipeline, step: Step, project: ProjectLayout, params: dict[str, Any]) -> dg.AssetsDefinition:
+def _step_asset(
+    pipeline: Pipeline, step: Step, project: ProjectLayout, params: dict[str, Any], sources: dict[str, dg.AssetSpec]
+) -> dg.AssetsDefinition:
     component, config = check_step(pipeline, step, params)
     family = None
     if component.connection_families:
@@ -100,8 +116,14 @@ def _step_asset(pipeline: Pipeline, step: Step, project: ProjectLayout, params: 
         # The executor names a run's pipeline(s) from these, whatever job runs the step.
         "op_tags": {STEP_ID_TAG: step.id, PIPELINE_TAG: pipeline.name},
         "metadata": {"osiris/step_id": step.id, "osiris/component": step.component},
+        **owners_and_tags(pipeline, step),
+        "automation_condition": automation_condition(pipeline, step, ignore=[spec.key for spec in sources.values()]),
     }
     if component.mode == "read":
+        source = sources.get(step.id)
+        if source is not None:
+            common["deps"] = [source.key]
+            common["metadata"]["dagster/table_name"] = source.metadata["dagster/table_name"]
         return _read_asset(pipeline, step, project, common)
     return _write_asset(pipeline, step, project, common)
 
@@ -216,7 +238,17 @@ def _write_asset(pipeline: Pipeline, step: Step, project: ProjectLayout, common:
             expected=expected,
             actual=target.rows_written,
         )
-        yield dg.Output(target)
+        # The columns written are the extracted table's: the same schema, in the source's SQL terms.
+        schema = (
+            {}
+            if len(by_step) != 1
+            else {
+                "dagster/column_schema": dg.MetadataValue.table_schema(
+                    column_schema(next(iter(by_step.values())).schema)
+                )
+            }
+        )
+        yield dg.Output(target, metadata=schema)
         yield dg.AssetCheckResult(
             check_name=ROW_COUNT_CHECK,
             passed=passed,

@@ -42,22 +42,33 @@ def pipeline_schedule(pipeline: Pipeline) -> PipelineSchedule | None:
     if block is None:
         return None
     file = str(pipeline.file)
-    cron = " ".join(str(block["cron"]).split())
+    cron = checked_cron(file, "schedule.cron", block["cron"])
+    timezone = checked_timezone(file, "schedule.timezone", block.get("timezone"))
+    return PipelineSchedule(cron=cron, timezone=timezone, enabled=bool(block.get("enabled", True)))
+
+
+def checked_cron(file: str, field: str, value: object) -> str:
+    """A cron string as Dagster's scheduler accepts it (shared by `schedule:` and `automation:`)."""
+    cron = " ".join(str(value).split())
     if not is_valid_cron_string(cron):
         raise PipelineSpecError(
             file,
-            "schedule.cron",
+            field,
             f"'{cron}' is not a valid cron expression: five fields (minute hour day-of-month month day-of-week), "
             "e.g. '0 6 * * 1-5', or @hourly/@daily/@weekly/@monthly",
         )
-    timezone = str(block.get("timezone") or DEFAULT_TIMEZONE)
+    return cron
+
+
+def checked_timezone(file: str, field: str, value: object) -> str:
+    timezone = str(value or DEFAULT_TIMEZONE)
     try:
         zoneinfo.ZoneInfo(timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise PipelineSpecError(
-            file, "schedule.timezone", f"unknown timezone '{timezone}' (an IANA name such as 'Europe/Prague')"
+            file, field, f"unknown timezone '{timezone}' (an IANA name such as 'Europe/Prague')"
         ) from None
-    return PipelineSchedule(cron=cron, timezone=timezone, enabled=bool(block.get("enabled", True)))
+    return timezone
 
 
 def schedule_name(pipeline: Pipeline) -> str:

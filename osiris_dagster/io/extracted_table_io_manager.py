@@ -2,7 +2,8 @@
 
 The extracting step streams its rows straight into the staging file (a table is never held in
 memory, so there is nothing to "store" here); this IO manager records what was staged —
-`rows_read`, `dagster/row_count`, `dagster/column_schema`, path, bytes — and hands downstream
+`rows_read`, `dagster/row_count`, `dagster/column_schema`, `dagster/table_name`, path (and its
+absolute `dagster/uri`), bytes — and hands downstream
 steps an `ExtractedTable` that they read batch by batch. Paths in metadata are relative to the
 project, so a sandboxed run's materialization reads the same as a local one's.
 
@@ -48,7 +49,14 @@ class ExtractedTableIOManager(dg.ConfigurableIOManager):
                 "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(obj.schema)),
                 "dagster/storage_kind": dg.MetadataValue.text("arrow"),
                 "path": dg.MetadataValue.path(relative),
+                "dagster/uri": dg.MetadataValue.text(self.project.uri(obj.path)),
                 "bytes": dg.MetadataValue.int(obj.bytes),
+                # The source table (when the step reads one): the asset's definition says which.
+                **{
+                    key: dg.MetadataValue.text(str(value))
+                    for key, value in context.definition_metadata.items()
+                    if key == "dagster/table_name"
+                },
             }
         )
 

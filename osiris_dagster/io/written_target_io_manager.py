@@ -1,14 +1,16 @@
 """IO manager of written assets (a CSV file, a Supabase table): materialization metadata only.
 
 The writer has already put the rows where they belong; this records `rows_written`,
-`dagster/row_count`, where (path / `dagster/uri`, `dagster/table_name`), bytes and the step's
-artifact paths, so every written asset's page in the UI answers "what landed where".
+`dagster/row_count`, where (path, absolute `dagster/uri`, `dagster/table_name`), bytes and the
+step's artifact paths (a Markdown list), so every written asset's page in the UI answers "what
+landed where". The column schema comes from the asset body, which holds the extracted tables.
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
+from osiris_dagster.io.table_metadata import artifacts_markdown
 from osiris_dagster.project import ProjectLayout
 from osiris_dagster.step_run import WrittenTarget
 
@@ -22,19 +24,22 @@ class WrittenTargetIOManager(dg.ConfigurableIOManager):
             "rows_written": dg.MetadataValue.int(obj.rows_written),
             "dagster/row_count": dg.MetadataValue.int(obj.rows_written),
             "dagster/storage_kind": dg.MetadataValue.text(obj.storage_kind),
-            "dagster/uri": dg.MetadataValue.text(obj.uri),
+            # A file: its absolute file URI; a table: the writer's URI (postgres://host/db/schema.table).
+            "dagster/uri": dg.MetadataValue.text(project.uri(obj.path) if obj.path is not None else obj.uri),
         }
         if obj.path is not None:
             metadata["path"] = dg.MetadataValue.path(project.relative(obj.path))
         if obj.bytes is not None:
             metadata["bytes"] = dg.MetadataValue.int(obj.bytes)
-        if obj.table_name is not None:
-            metadata["dagster/table_name"] = dg.MetadataValue.text(obj.table_name)
+        # A table's qualified name; a file's project-relative path (how a query engine names it).
+        table_name = obj.table_name or (project.relative(obj.path) if obj.path is not None else None)
+        if table_name is not None:
+            metadata["dagster/table_name"] = dg.MetadataValue.text(table_name)
         step_id = context.definition_metadata.get("osiris/step_id")
         if step_id:
             artifacts = project.session_dir(context.run_id) / "artifacts" / str(step_id)
             if artifacts.is_dir():
-                metadata["artifacts"] = dg.MetadataValue.json(
+                metadata["artifacts"] = artifacts_markdown(
                     sorted(project.relative(p) for p in artifacts.rglob("*") if p.is_file())
                 )
         metadata.update(

@@ -86,6 +86,10 @@ def load_pipeline(
 
         pipeline_schedule(pipeline)
     check_param_overrides(pipeline, params)
+    if "automation" in document or any("automation" in raw for raw in document["steps"]):
+        from osiris_dagster.components.automation import check_automation
+
+        check_automation(pipeline)
     values = effective_params(pipeline.params, params, environ)
     targets: dict[str, Step] = {}
     for step in steps:

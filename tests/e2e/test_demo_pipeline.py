@@ -52,7 +52,9 @@ def assert_materialized(home: str, run_id: str) -> None:
             assert out["rows_written"].value == rows == out["dagster/row_count"].value
             assert out["path"].value == f"output/{table}.csv"
             assert out["bytes"].value > 0
-            assert any(a.endswith("cleaned_config.json") for a in out["artifacts"].value)
+            assert f"- `logs/run_{run_id}/artifacts/write-{table.replace('_', '-')}-csv/cleaned_config.json`" in (
+                out["artifacts"].value.splitlines()
+            )
             check = AssetCheckKey(AssetKey([JOB, f"write_{table}_csv"]), "row_count_matches_extract")
             record = instance.event_log_storage.get_latest_asset_check_execution_by_key([check])[check]
             assert record.run_id == run_id
