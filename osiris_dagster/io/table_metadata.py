@@ -16,28 +16,24 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from dagster import MetadataValue, TableColumn, TableColumnConstraints, TableSchema
+from dagster import MetadataValue, TableColumn, TableSchema
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-# The field-metadata key written by staging (osiris_dagster/staging.py: SQL_TYPE_KEY).
-SQL_TYPE_KEY = b"osiris.sql_type"
-
-
-def sql_type(field: pa.Field) -> str:
-    declared = (field.metadata or {}).get(SQL_TYPE_KEY)
-    return declared.decode() if declared else str(field.type)
-
 
 def column_schema(schema: pa.Schema) -> TableSchema:
+    # Imported here: staging imports pyarrow, which definitions must not pay for at load time.
+    from osiris_dagster.staging import sql_type
+
     return TableSchema(
         columns=[
             TableColumn(
                 name=field.name,
-                type=sql_type(field),
+                type=sql_type(field) or str(field.type),
+                # No nullability constraint: staging does not record the source's NOT NULL, and
+                # every staged field is nullable, so stating one would be wrong for NOT NULL columns.
                 description=f"Arrow: {field.type}",
-                constraints=TableColumnConstraints(nullable=field.nullable),
             )
             for field in schema
         ]

@@ -6,6 +6,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -16,7 +17,8 @@ from osiris_dagster.spec.loader import load_pipeline
 from tests.automation.helpers import DEMO_PIPELINE, extend_pipeline, repository
 from tests.automation.test_daemon import daemon_bin, wait_for
 from tests.conftest import run_cli
-from tests.e2e.demo_expectations import DEMO_TABLES, assert_csv_matches, assert_session_valid
+from tests.e2e.demo_expectations import DEMO_TABLES, assert_session_valid
+from tests.e2e.test_installed_wheel import assert_csv_has_the_source_rows
 
 AUTOMATION_SENSOR = "movies_to_csv_automation"
 
@@ -85,9 +87,12 @@ def test_daemon_runs_an_on_cron_pipeline_through_its_automation_sensor(
     project: Path, clean_env: dict[str, str]
 ) -> None:
     """Under a real `dagster-daemon run`, the pipeline's automation sensor requests every asset of an
-    `automation: {on_cron: "* * * * *"}` pipeline after the next minute's tick, in one run, which
-    completes like any run (session log, exact CSVs)."""
-    extend_pipeline(project, automation={"on_cron": "* * * * *"})
+    `automation: {on_cron}` pipeline after the cron tick, in one run, which completes like any run
+    (session log, the source's rows). The cron names the next whole minute of today only, so a slow
+    run is never overtaken by the next tick's run."""
+    now = datetime.now(UTC)
+    tick = (now + timedelta(minutes=2 if now.second > 40 else 1)).replace(second=0, microsecond=0)
+    extend_pipeline(project, automation={"on_cron": f"{tick.minute} {tick.hour} * * *"})
     home = Path(clean_env["DAGSTER_HOME"])
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = {**clean_env, "OSIRIS_PROJECT_DIR": str(project)}
@@ -106,10 +111,13 @@ def test_daemon_runs_an_on_cron_pipeline_through_its_automation_sensor(
 
             def finished_run():  # type: ignore[no-untyped-def]
                 runs = instance.get_runs()
-                return runs[-1] if runs and runs[-1].is_finished else None
+                return runs[0] if runs and runs[0].is_finished else None
 
             run = wait_for("the automation sensor's run to finish", finished_run, log, process, timeout=240)
             assert run.status == dg.DagsterRunStatus.SUCCESS, log.read_text()[-4000:]
+            assert len(instance.get_runs()) == 1
+            created = instance.get_run_record_by_id(run.run_id).create_timestamp
+            assert created.timestamp() >= tick.timestamp(), f"requested at {created}, before the tick {tick}"
             assert run.tags.get("dagster/sensor_name") == AUTOMATION_SENSOR, run.tags
             assert {key.to_user_string() for key in run.asset_selection or []} == {
                 f"movies_to_csv/{kind}_{table}{suffix}"
@@ -122,8 +130,5 @@ def test_daemon_runs_an_on_cron_pipeline_through_its_automation_sensor(
     status = assert_session_valid(project / "logs" / f"run_{run.run_id}", steps=10)
     assert status["ok"] is True
     source = sqlite3.connect(project / ".osiris" / "demo" / "movies.sqlite")
-    for table, query in DEMO_TABLES.items():
-        cursor = source.execute(query)
-        assert_csv_matches(
-            project / "output" / f"{table}.csv", table, [d[0] for d in cursor.description], cursor.fetchall()
-        )
+    for table in DEMO_TABLES:
+        assert_csv_has_the_source_rows(project / "output" / f"{table}.csv", source, table)
