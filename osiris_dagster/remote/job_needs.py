@@ -193,3 +193,17 @@ def requirements_for(modules: tuple[str, ...] | list[str]) -> dict[str, str]:
         except PackageNotFoundError:
             requirements[module] = distribution
     return requirements
+
+
+# What must be the same release on both sides: Dagster's serialized run, snapshots and events are
+# read across the host/sandbox boundary, and the product's pins come with its version.
+VERSION_CHECKED_DISTRIBUTIONS = ("dagster", "dagster-shared", "dagster-pipes", "osiris-dagster")
+
+
+def host_versions() -> dict[str, str]:
+    """distribution -> the host's installed version, for the sandbox worker's version check."""
+    versions = {}
+    for distribution in VERSION_CHECKED_DISTRIBUTIONS:
+        with contextlib.suppress(PackageNotFoundError):
+            versions[distribution] = version(distribution)
+    return versions

@@ -374,7 +374,7 @@ class RunSupervisor:
             code_hash,
             instance_template_dir,
         )
-        from osiris_dagster.remote.job_needs import requirements_for
+        from osiris_dagster.remote.job_needs import host_versions, requirements_for
         from osiris_dagster.remote.sandbox_pool import WARM_CLIENT
 
         # A pooled sandbox filled with this very code has it imported in its warm worker.
@@ -390,7 +390,12 @@ class RunSupervisor:
         install = None
         if self.settings.install_deps:
             install = {"requirements": requirements_for(self._needs.modules), "pip_args": list(self.settings.pip_args)}
-        worker_spec = {"modules": list(self._needs.modules), "install": install}
+        worker_spec = {
+            "modules": list(self._needs.modules),
+            "install": install,
+            "versions": host_versions(),  # the worker refuses to run on a different Dagster / product
+            "host_project_dir": str(self.project.root),  # where the run's files land: dagster/uri names it
+        }
         python = shlex.quote(self.settings.python)
         # The warm client hands its stream and environment to the warm worker (or becomes a cold one).
         start = f"{python} -I -S {WARM_CLIENT}" if warm else f"{python} -m {WORKER_MODULE}"

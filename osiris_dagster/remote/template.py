@@ -1,8 +1,10 @@
 """The E2B sandbox template for remote runs, and `osiris-dagster e2b template build|dockerfile`.
 
-A Python 3.11 image with the product's exact pinned dependencies preinstalled (read from the
-installed ``osiris-dagster`` distribution, so the template and the host cannot drift: Dagster's
-serialized run format and the e2b wire protocol are version-sensitive). The product's own source
+A Python 3.11 image with the product's dependencies preinstalled at exactly the host's versions:
+every runtime requirement of the installed ``osiris-dagster``, followed transitively, pinned
+``name==version`` as installed on the host (which `make` / CI install with ``-c constraints.txt``),
+so the template and the host cannot drift: Dagster's serialized run format and the e2b wire
+protocol are version-sensitive. The worker still checks at every run (exit 4 on a mismatch). The product's own source
 is deliberately NOT baked in: every run uploads the host's ``osiris_dagster`` in its bundle, so a
 template never runs stale product code and only needs rebuilding when a pin changes.
 
@@ -12,9 +14,10 @@ Building needs E2B's cloud (``E2B_API_KEY``); `dockerfile` shows the same defini
 from __future__ import annotations
 
 import os
-from importlib.metadata import requires
+from importlib.metadata import PackageNotFoundError, requires, version
 
 import click
+from packaging.utils import canonicalize_name
 
 # `from e2b import Template` happens inside the functions: the CLI registers these commands at
 # start-up, and the e2b SDK costs ~0.5 s to import.
@@ -24,8 +27,27 @@ PYTHON_VERSION = "3.11"
 
 
 def pinned_requirements() -> list[str]:
-    """The product's runtime requirements exactly as pinned in its metadata (no extras)."""
-    return [req for req in (requires("osiris-dagster") or []) if "extra ==" not in req]
+    """`name==version` of every distribution the product needs at run time (no extras), as the
+    host has it installed: the same pins as the constraints the host was installed with."""
+    from packaging.requirements import Requirement
+
+    pins: dict[str, str] = {}
+    pending = ["osiris-dagster"]
+    while pending:
+        name = pending.pop()
+        for text in requires(name) or []:
+            requirement = Requirement(text)
+            if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+                continue  # an extra's requirement, or one for another platform
+            key = canonicalize_name(requirement.name)
+            if key in pins:
+                continue
+            try:
+                pins[key] = f"{requirement.name}=={version(requirement.name)}"
+            except PackageNotFoundError:
+                continue  # not installed on the host: not needed on this platform
+            pending.append(requirement.name)
+    return sorted(pins.values(), key=str.lower)
 
 
 def sandbox_template(extra_requirements: tuple[str, ...] = ()) -> object:

@@ -4,9 +4,12 @@ Started by the supervisor as ``python -m osiris_dagster.remote.worker`` in ``~/o
 the bundle was extracted). Its stdout carries only `relay_protocol` lines; everything else goes
 to stderr. In order:
 
-1. **Preflight** (standard library only, so it works in a sandbox without Dagster): find the
-   modules the run needs; with ``install_deps`` pip-install the missing ones from the uploaded
-   wheels; if some are still missing, exit 3 within seconds, naming them and both fixes.
+1. **Preflight** (standard library only, so it works in a sandbox without Dagster): the installed
+   Dagster (and, when installed, the product) must be the host's release, else exit 4 within
+   seconds naming both versions and the fix — a run serialized by one Dagster and executed by
+   another fails in obscure ways, or worse, not at all; find the modules the run needs; with
+   ``install_deps`` pip-install the missing ones from the uploaded wheels; if some are still
+   missing, exit 3 within seconds, naming them and both fixes.
 2. **Seed** a sandbox-local sqlite ``DAGSTER_HOME`` with the job and plan snapshots and the run,
    its origin rewritten to this sandbox's interpreter and project folder.
 3. **Execute** the stock ``dagster api execute_run`` in a forked child. Forking after Dagster and
@@ -34,9 +37,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from osiris_dagster.project import PUBLISHED_DIR_ENV
 from osiris_dagster.remote import relay_protocol as protocol
 
 EXIT_MISSING_DEPENDENCIES = 3
+EXIT_VERSION_MISMATCH = 4
 PID_FILE = "worker.pid"
 DEPS_DIR = "deps"
 _POLL_S = 0.02
@@ -55,6 +60,24 @@ def _durable() -> protocol.DurableLog:
 
 def _log(message: str) -> None:
     print(f"[osiris worker] {message}", file=sys.stderr, flush=True)
+
+
+def version_mismatches(host: dict[str, str]) -> list[str]:
+    """`name host X, sandbox Y` for each distribution installed here at another version than the host's.
+
+    A distribution missing here is not a mismatch: the product's code travels in the bundle, and a
+    missing Dagster is the module preflight's to report."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for distribution, wanted in host.items():
+        try:
+            installed = version(distribution)
+        except PackageNotFoundError:
+            continue
+        if installed != wanted:
+            found.append(f"{distribution} {wanted} on the host, {installed} in the sandbox")
+    return found
 
 
 def preflight(modules: list[str], install: dict[str, Any] | None, python: str) -> list[str]:
@@ -201,6 +224,16 @@ def _run() -> int:
     spec = json.loads(os.environ["OSIRIS_WORKER_SPEC"])
     Path(PID_FILE).write_text(str(os.getpid()))
     started = time.perf_counter()
+    mismatches = version_mismatches(spec.get("versions") or {})
+    if mismatches:
+        _log(
+            "version mismatch between host and sandbox: " + "; ".join(mismatches) + ". Fix: rebuild the "
+            "sandbox template from the host's environment (`osiris-dagster e2b template build`, which pins "
+            "the host's versions) or install the host's versions (pip install -c constraints.txt ...)."
+        )
+        return EXIT_VERSION_MISMATCH
+    if spec.get("host_project_dir"):
+        os.environ[PUBLISHED_DIR_ENV] = spec["host_project_dir"]
     missing = preflight(spec["modules"], spec.get("install"), sys.executable)
     if missing:
         _log(
