@@ -170,3 +170,18 @@ def test_installed_wheel_inits_a_project_that_runs_demo_dagster_and_dg(
     )
     assert_csv_has_the_source_rows(project / "output" / "actors_only" / "actors.csv", source, "actors")
     assert not (project / "output" / "actors_only" / "movies.csv").exists(), "dg launch ran more than it selected"
+
+
+@pytest.mark.e2e
+def test_dg_lists_the_definitions_of_this_repository(clean_env: dict[str, str]) -> None:
+    """The repository itself is a dg project: dg's own JSON listing shows its code location."""
+    dg_bin = str(Path(sys.executable).with_name("dg"))
+    listed = json.loads(run([dg_bin, "list", "defs", "--json"], cwd=REPO, env=clean_env).stdout)
+    pipelines = sorted(path.stem for path in (REPO / "assets").glob("*.yaml"))
+    assert sorted(job["name"] for job in listed["jobs"]) == pipelines
+    assets = {asset["asset_key"] for asset in listed["assets"]}
+    assert {"movies_to_csv/source/actors", "movies_to_csv/extract_actors", "movies_to_csv/write_actors_csv"} <= assets
+    extract = next(a for a in listed["assets"] if a["asset_key"] == "movies_to_csv/extract_actors")
+    assert extract["dependency_keys"] == ["movies_to_csv/source/actors"]
+    assert "movies_to_csv/write_actors_csv:row_count_matches_extract" in {c["key"] for c in listed["asset_checks"]}
+    assert "osiris_run_alert" in {sensor["name"] for sensor in listed["sensors"]}
