@@ -10,8 +10,10 @@ Staged columns already hold each cell as the source database printed it (``sourc
   (RFC 4180 has no NULL).
 
 Speed: a batch is quoted with pyarrow.compute kernels (regex match, substring replace,
-element-wise join), so no Python code runs per row, and a column none of whose values needs
-quoting (the common case for numbers and dates) costs one regex scan.
+element-wise join), so no Python code runs per row. A column of a type whose text cannot contain
+the delimiter (numbers, dates, times on MySQL and PostgreSQL: ``column_alphabets``, from each
+dialect's text rules) skips even the regex scan; other columns cost one scan when nothing in them
+needs quoting.
 
 Deliberately not here: files, temp names, encodings other than UTF-8 (see ``targets.csv_writer``),
 value formatting of any kind (there is none to do), and where the data came from.
@@ -63,7 +65,8 @@ def format_rows(batch: pa.RecordBatch, options: CsvOptions) -> pa.StringArray:
     """
     if batch.num_columns == 0:
         raise ValueError("a CSV row needs at least one column")
-    columns = [format_column(column, options) for column in batch.columns]
+    alphabets = column_alphabets(batch.schema)
+    columns = [format_column(c, options, alphabet) for c, alphabet in zip(batch.columns, alphabets, strict=True)]
     # The terminator rides on the last column and the delimiter is the join's separator: the
     # join's cost grows with its argument count, so this is cheaper than passing them as scalars.
     columns[-1] = pc.binary_join_element_wise(
@@ -82,13 +85,37 @@ def rows_as_bytes(rows: pa.StringArray) -> memoryview:
     return memoryview(data)[start:end]
 
 
-def format_column(array: pa.Array | pa.ChunkedArray, options: CsvOptions) -> pa.Array:
-    """The CSV field text of every value (quoted as needed); NULL stays NULL (written as empty)."""
+def column_alphabets(schema: pa.Schema) -> list[str | None]:
+    """Per column, every character its cells can contain (None: anything), from its source SQL type.
+
+    Only servers that enforce column types give one (MySQL/MariaDB, PostgreSQL); a SQLite column can
+    hold any value whatever its declared type.
+    """
+    from osiris_dagster.staging import source_dialect, sql_type
+
+    dialect = source_dialect(schema)
+    if dialect in ("mysql", "mariadb"):
+        from osiris_dagster.formats.mysql_text import text_alphabet
+    elif dialect == "postgresql":
+        from osiris_dagster.formats.postgres_text import text_alphabet
+    else:
+        return [None] * len(schema)
+    return [text_alphabet(sql_type(field)) if sql_type(field) else None for field in schema]
+
+
+def format_column(array: pa.Array | pa.ChunkedArray, options: CsvOptions, alphabet: str | None = None) -> pa.Array:
+    """The CSV field text of every value (quoted as needed); NULL stays NULL (written as empty).
+
+    ``alphabet``: every character the column's cells can contain, when known; a column that cannot
+    contain the delimiter (nor a quote, CR or LF, which no alphabet has) skips the quoting scan.
+    """
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     text = _as_text(array)
     if options.quoting == "all":
         quoted = pc.is_valid(text)
+    elif alphabet is not None and options.delimiter not in alphabet:
+        return text
     else:
         quoted = pc.match_substring_regex(text, _quote_regex(options.delimiter))
         if not pc.any(quoted).as_py():

@@ -128,3 +128,23 @@ def _bit_digits(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     return str(int.from_bytes(value.encode("latin-1") if isinstance(value, str) else bytes(value), "big"))
+
+
+_DIGITS = "0123456789"
+_ALPHABETS = {
+    # The characters the server's text of each type can contain (CSV quoting skips the scan for a
+    # column whose alphabet cannot hold the delimiter; '"', CR and LF are in none of them).
+    **dict.fromkeys(("TINYINT", "SMALLINT", "MEDIUMINT", "INT", "BIGINT", "YEAR", "BIT"), _DIGITS + "-"),
+    "DECIMAL": _DIGITS + "-.",
+    "FLOAT": _DIGITS + "-+.e",
+    "DOUBLE": _DIGITS + "-+.e",
+    **dict.fromkeys(("DATE", "DATETIME", "TIMESTAMP", "TIME"), _DIGITS + "-:. "),
+}
+
+
+def text_alphabet(sql_type: str) -> str | None:
+    """Every character the server's text of a ``sql_type`` value can contain; None: anything."""
+    name = sql_type.split("(")[0].split(" ")[0]
+    if name.endswith("BLOB") or name in ("BINARY", "VARBINARY", "GEOMETRY"):
+        return _DIGITS + "abcdef\\x"
+    return _ALPHABETS.get(name)

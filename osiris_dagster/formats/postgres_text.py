@@ -14,6 +14,7 @@ Deliberately not here: connecting, fetching, CSV quoting.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 __all__ = ["TYPE_NAMES_SQL", "use_text_loaders"]
@@ -35,3 +36,34 @@ def use_text_loaders(adapters: Any) -> None:
         adapters.register_loader(info.oid, TextLoader)
         if info.array_oid:
             adapters.register_loader(info.array_oid, TextLoader)
+
+
+_DIGITS = "0123456789"
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_ALPHABETS = {
+    # The characters each output function can print (CSV quoting skips the scan for a column whose
+    # alphabet cannot hold the delimiter; '"', CR and LF are in none of them). Letters cover
+    # NaN / Infinity / infinity / BC; dates and times also print zone offsets and spaces.
+    **dict.fromkeys(("smallint", "integer", "bigint", "oid"), _DIGITS + "-"),
+    "numeric": _DIGITS + "-.NaInfity",
+    **dict.fromkeys(("real", "double precision"), _DIGITS + "-+.eNaInfity"),
+    "boolean": "tf",
+    "uuid": _DIGITS + "abcdef-",
+    "bytea": _DIGITS + "abcdef\\x",
+    **dict.fromkeys(
+        (
+            "date",
+            "timestamp without time zone",
+            "timestamp with time zone",
+            "time without time zone",
+            "time with time zone",
+        ),
+        _DIGITS + "-+:. " + _LETTERS,
+    ),
+}
+
+
+def text_alphabet(sql_type: str) -> str | None:
+    """Every character the output function of a ``sql_type`` value can print; None: anything."""
+    # format_type spellings: "numeric(3,1)", "timestamp(3) with time zone", "integer[]" (no entry).
+    return _ALPHABETS.get(re.sub(r"\(\d+(,\d+)?\)", "", sql_type).strip())

@@ -69,9 +69,9 @@ def server_text(database: str, query: str) -> tuple[list[str], list[list[str | N
     return [f.name for f in fields], out
 
 
-def expected_csv(names: list[str], rows: list[list[str | None]]) -> bytes:
+def expected_csv(names: list[str], rows: list[list[str | None]], delimiter: str = ",") -> bytes:
     buffer = io.StringIO(newline="")
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv.writer(buffer, lineterminator="\n", delimiter=delimiter)
     writer.writerow(names)
     writer.writerows([["" if v is None else v for v in row] for row in rows])
     return buffer.getvalue().encode("utf-8")
@@ -116,6 +116,15 @@ def test_quoting_all_quotes_every_value_and_leaves_null_empty(mariadb_url: URL, 
         ",".join("" if v is None else '"' + v.replace('"', '""') + '"' for v in row) + "\n" for row in rows
     )
     assert produced == expected.encode("utf-8")
+
+
+@pytest.mark.parametrize("delimiter", [" ", ".", "-", ":", "e", "a", "\t", ";"])
+def test_any_delimiter_is_quoted_wherever_a_value_holds_it(mariadb_url: URL, tmp_path: Path, delimiter: str) -> None:
+    # Number and date columns skip the quoting scan when their text cannot hold the delimiter: a
+    # delimiter that their text can hold must still be quoted, exactly where Python's csv quotes it.
+    create_corpus(mariadb_url.database)
+    produced = product_csv(mariadb_url, QUERY, tmp_path, "d", CsvOptions(delimiter=delimiter))
+    assert produced == expected_csv(*server_text(mariadb_url.database, QUERY), delimiter=delimiter)
 
 
 def test_each_column_records_its_source_sql_type(mariadb_url: URL, tmp_path: Path) -> None:

@@ -89,6 +89,17 @@ def test_minimal_quoting_reads_back_to_the_same_cells(corpus_url: URL, tmp_path:
     )
 
 
+@pytest.mark.parametrize("delimiter", [" ", ".", "-", ":", "+", "a", "N", "t", "\t"])
+def test_any_delimiter_is_quoted_wherever_a_value_holds_it(corpus_url: URL, tmp_path: Path, delimiter: str) -> None:
+    # COPY quotes by the same rule as minimal quoting, plus empty strings: equal cells once parsed
+    # with the delimiter means every value holding it was quoted.
+    escaped = delimiter.replace("'", "''")
+    expected = copy_csv(corpus_url.database, QUERY, f"HEADER, DELIMITER E'{escaped}'")
+    produced = product_csv(corpus_url, QUERY, tmp_path, CsvOptions(delimiter=delimiter))
+    parse = lambda data: list(csv.reader(io.StringIO(data.decode(), newline=""), delimiter=delimiter))  # noqa: E731
+    assert parse(produced) == parse(expected)
+
+
 def test_each_column_records_its_source_sql_type(corpus_url: URL, tmp_path: Path) -> None:
     staged = extract_to_staging(corpus_url, QUERY, tmp_path / "c.arrow")
     with psycopg.connect(conninfo(corpus_url.database)) as connection:
