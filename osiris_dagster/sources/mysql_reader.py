@@ -133,8 +133,19 @@ def _connectorx_batches(
     batch_size = min(batch_rows, _CONNECTORX_BATCH_ROWS)
     reader = connectorx.read_sql(_connectorx_url(url), fetch_query, return_type="arrow_stream", batch_size=batch_size)
     for batch in reader:
-        arrays = [a if a.type == pa.string() else a.cast(pa.string()) for a in batch.columns]
-        yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+        yield pa.RecordBatch.from_arrays(
+            [_as_text(a, c) for a, c in zip(batch.columns, columns, strict=True)], schema=schema
+        )
+
+
+def _as_text(array: pa.Array, column: MySQLTextColumn) -> pa.Array:
+    t = array.type
+    if t == pa.string():
+        return array
+    if pa.types.is_large_string(t) or pa.types.is_integer(t):
+        return array.cast(pa.string())  # integers: the digits the server's text protocol sends
+    # Anything else would need formatting here: refuse it, so the read falls back to pymysql.
+    raise TypeError(f"connectorx read column {column.name!r} ({column.sql_type}) as {t}, not text")
 
 
 def _generic_batches(
