@@ -11,7 +11,10 @@ times, as fresh subprocesses (wall time including interpreter start and imports;
 child from ``wait4``):
 
 * ``mysql --batch --quick -e 'SELECT * ...' > file``   (the baseline)
-* ``extract_to_staging`` + ``write_csv`` of the same table (the product's read + write steps)
+* the product's read + write steps as one run does them: ``extract_to_staging`` with the CSV
+  prepared while the table is extracted (``targets.csv_prepared``), then the write step adopting it;
+* the same two steps run apart (``extract_to_staging``, then ``write_csv`` from the staged file):
+  what a run that materializes only the writer does.
 
 and prints the median of ``--runs`` runs, the ratio product / mysql and the peak RSS.
 Targets: ratio <= 1.0; peak RSS <= 200 MB and not growing with the row count.
@@ -66,20 +69,31 @@ FROM seq_1_to_{rows}
 
 # The product's side, run as its own interpreter so imports and start-up are in the figure.
 _PRODUCT = """
-import sys
+import functools, sys
 from pathlib import Path
 from sqlalchemy.engine import URL
+from osiris_dagster.targets.csv_prepared import CsvPlan, CsvPreparation, adopt_prepared
 from osiris_dagster.targets.csv_writer import CsvOptions, write_csv
 from osiris_dagster.sources.sql_extract import extract_to_staging
 from osiris_dagster.staging import iter_staged_batches
 
-table, out = sys.argv[1], Path(sys.argv[2])
+table, out, overlapped = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "overlapped"
 url = URL.create("mysql+pymysql", username="root", password="", host="127.0.0.1", port=3306,
                  database="osiris_bench")
-staged = extract_to_staging(url, f"SELECT * FROM {table}", out.with_suffix(".arrow"))
-written = write_csv(iter_staged_batches(staged.path), staged.schema, out, CsvOptions())
+plan = CsvPlan(out, CsvOptions(), "bench")
+consumers = [functools.partial(CsvPreparation, plan)] if overlapped else []
+staged = extract_to_staging(url, f"SELECT * FROM {table}", out.with_suffix(".arrow"), consumers=consumers)
+written = adopt_prepared(plan, staged) if overlapped else None
+if written is None:
+    written = write_csv(iter_staged_batches(staged.path), staged.schema, out, CsvOptions())
+assert written.rows == staged.rows
 print(staged.rows, written.rows, written.bytes)
 """
+_METHODS = {
+    "mysql": "mysql --batch --quick > tsv",
+    "product": "extract + write, one run",
+    "apart": "extract, then write (apart)",
+}
 
 
 def _mysql(*sql: str, database: str | None = None) -> str:
@@ -129,11 +143,12 @@ def bench(rows: int, runs: int, workdir: Path) -> dict[str, tuple[float, float]]
         "-e", f"SELECT * FROM {table}",
     ]  # fmt: skip
     product_cmd = [sys.executable, "-c", _PRODUCT, table, str(workdir / f"{table}.csv")]
-    results: dict[str, list[tuple[float, float]]] = {"mysql": [], "product": []}
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in _METHODS}
     for _ in range(runs):
-        # Interleaved, so both see the same cache and machine state.
+        # Interleaved, so all see the same cache and machine state.
         results["mysql"].append(run_measured(mysql_cmd, workdir / f"{table}.tsv"))
-        results["product"].append(run_measured(product_cmd, None))
+        results["product"].append(run_measured([*product_cmd, "overlapped"], None))
+        results["apart"].append(run_measured([*product_cmd, "apart"], None))
     return {
         name: (statistics.median(w for w, _ in values), max(r for _, r in values)) for name, values in results.items()
     }
@@ -161,7 +176,7 @@ def main() -> None:
     print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
     for rows, figures, csv_size in report:
         base = figures["mysql"][0]
-        for name, label in (("mysql", "mysql --batch --quick > tsv"), ("product", "extract_to_staging + write_csv")):
+        for name, label in _METHODS.items():
             wall, rss = figures[name]
             cells = f"{rows:>10,} | {label:<32} | {wall:>7.2f} | {rows / wall:>9,.0f} | {wall / base:>7.2f}"
             print(f"| {cells} | {rss:>11.0f} |")

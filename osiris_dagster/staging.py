@@ -43,6 +43,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pyarrow as pa
 
@@ -51,6 +52,7 @@ from osiris_dagster.runs.scratch import scratch_path, scratch_run_id
 __all__ = [
     "DIALECT_KEY",
     "SQL_TYPE_KEY",
+    "BatchConsumer",
     "ExtractedTable",
     "StagedFile",
     "iter_staged_batches",
@@ -83,6 +85,7 @@ def source_dialect(schema: pa.Schema) -> str:
     """The source dialect recorded on a staged schema ("" when it has none)."""
     return (schema.metadata or {}).get(DIALECT_KEY.encode(), b"").decode()
 
+
 STAGED_SUFFIX = ".arrow"
 
 
@@ -114,6 +117,16 @@ def prune_staged(asset_dir: Path, keep_runs: set[str]) -> list[Path]:
             path.unlink()
             removed.append(path)
     return removed
+
+
+class BatchConsumer(Protocol):
+    """Something that receives every staged batch while the extraction runs (e.g. a CSV preparation)."""
+
+    def put(self, batch: pa.RecordBatch) -> None: ...
+
+    def finish(self, table: ExtractedTable) -> None: ...
+
+    def abandon(self) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,9 @@ class StepRun:
     staging_path: Path
     log: logging.Logger  # Dagster's context.log in a run: lines reach the UI's run log and the console
     run_id: str | None = None  # names the step's scratch files (runs.scratch)
+    # CSV files write steps of this run will write from this read step's table: the extraction
+    # prepares them while it runs (targets.csv_prepared).
+    csv_plans: tuple[Any, ...] = ()
 
     def progress(self, what: str) -> RowProgress:
         """A progress reporter for this step's rows, logging at most every 5 s."""

@@ -11,6 +11,7 @@ columnar path inside `sources.sql_extract`, any other SQLAlchemy URL the generic
 from __future__ import annotations
 
 import codecs
+import functools
 import json
 from collections.abc import Mapping
 from os.path import normpath
@@ -76,6 +77,7 @@ def run_sql_extract(step: StepRun, *, after: CursorValue | None = None) -> Extra
     from osiris_dagster.demo.movies import ensure_demo_database
     from osiris_dagster.sources.incremental import incremental_query
     from osiris_dagster.sources.sql_extract import extract_to_staging
+    from osiris_dagster.targets.csv_prepared import CsvPreparation
 
     assert step.connection is not None  # the loader guarantees extractors have one
     if step.connection.demo_database:
@@ -91,6 +93,19 @@ def run_sql_extract(step: StepRun, *, after: CursorValue | None = None) -> Extra
         batch_rows=step.config.get("batch_rows", 100_000),
         progress=step.progress("extract"),
         log=step.log,
+        consumers=[functools.partial(CsvPreparation, plan) for plan in step.csv_plans],
+    )
+
+
+def csv_options(config: Mapping[str, Any]) -> CsvOptions:
+    from osiris_dagster.targets.csv_writer import CsvOptions
+
+    return CsvOptions(
+        delimiter=config.get("delimiter", ","),
+        header=config.get("header", True),
+        encoding=config.get("encoding", "utf-8"),
+        newline=config.get("newline", "lf"),
+        quoting=config.get("quoting", "minimal"),
     )
 
 
@@ -99,29 +114,27 @@ def run_csv_writer(
 ) -> WrittenTarget:
     """Write the input table as the step's CSV file; append when the input step is incremental."""
     from osiris_dagster.staging import iter_staged_batches
-    from osiris_dagster.targets.csv_writer import CsvOptions, write_csv
+    from osiris_dagster.targets.csv_prepared import CsvPlan, adopt_prepared
+    from osiris_dagster.targets.csv_writer import write_csv
 
     ((need, table),) = inputs.items()
     cursor = (step.pipeline.step(need).config.get("incremental") or {}).get("cursor")
-    config = step.config
-    options = CsvOptions(
-        delimiter=config.get("delimiter", ","),
-        header=config.get("header", True),
-        encoding=config.get("encoding", "utf-8"),
-        newline=config.get("newline", "lf"),
-        quoting=config.get("quoting", "minimal"),
-    )
-    target = step.project.resolve(config["path"])
+    options = csv_options(step.config)
+    target = step.project.resolve(step.config["path"])
     if cursor is not None:
         return _append_csv(step, table, cursor, target, options, committed)
-    result = write_csv(
-        iter_staged_batches(table.path),
-        table.schema,
-        target,
-        options,
-        progress=step.progress("write"),
-        run_id=step.run_id,
-    )
+    result = adopt_prepared(CsvPlan(target, options, step.run_id), table) if step.run_id else None
+    if result is not None:
+        step.log.info(f"{step.step_id}: the CSV was written while {need} was extracted in this run")
+    else:
+        result = write_csv(
+            iter_staged_batches(table.path),
+            table.schema,
+            target,
+            options,
+            progress=step.progress("write"),
+            run_id=step.run_id,
+        )
     return WrittenTarget(
         uri=step.project.relative(result.path),
         rows_written=result.rows,

@@ -153,9 +153,39 @@ def _read_asset(pipeline: Pipeline, step: Step, project: ProjectLayout, common: 
             params=osiris_params.values,
             body=extract,
             rows_of=lambda table: table.rows,
+            csv_plans=lambda params: _csv_plans(context, pipeline, step, project, params),
         )
 
     return extracted_table
+
+
+def _csv_plans(
+    context: dg.AssetExecutionContext, pipeline: Pipeline, step: Step, project: ProjectLayout, params: dict[str, Any]
+) -> tuple[Any, ...]:
+    """The CSV files this run's write steps will write from ``step``'s table (prepared meanwhile).
+
+    Only writers selected in this run, reading this step alone, and not appending (an incremental
+    writer filters rows by its own cursor): see ``targets.csv_prepared``.
+    """
+    from osiris_dagster.components.builtin import csv_options
+    from osiris_dagster.targets.csv_prepared import CsvPlan
+
+    if incremental_cursor(step):
+        return ()
+    # The run's selection (context.selected_asset_keys is this op's own keys only).
+    selected = context.run.asset_selection or context.job_def.asset_layer.selected_asset_keys
+    plans = []
+    for other in pipeline.steps:
+        if other.component != "filesystem.csv_writer" or tuple(other.needs) != (step.id,):
+            continue
+        if asset_key(pipeline, other.id) not in selected:
+            continue
+        try:
+            _component, config = check_step(pipeline, other, effective_params(pipeline.params, params))
+            plans.append(CsvPlan(project.resolve(config["path"]), csv_options(config), context.run.run_id))
+        except Exception:  # the write step itself reports a bad config
+            continue
+    return tuple(plans)
 
 
 def _extract_increment(

@@ -55,6 +55,7 @@ def execute_step(
     params: dict[str, Any],
     body: Callable[[StepRun, ComponentType], T],
     rows_of: Callable[[T], int],
+    csv_plans: Callable[[dict[str, Any]], tuple[Any, ...]] | None = None,
 ) -> T:
     session = SessionLog(project.session_dir(context.run.run_id))
     driver = step.component
@@ -74,6 +75,7 @@ def execute_step(
             staging_path=staging_path(project, pipeline, step, context.run.run_id),
             log=context.log,  # type: ignore[arg-type]  # DagsterLogManager: the run log, UI and console
             run_id=context.run.run_id,
+            csv_plans=csv_plans(params) if csv_plans is not None else (),
         )
         result = body(step_run, component)
     except Exception as error:  # every failure, user's or driver's, is reported the same way

@@ -168,9 +168,7 @@ def relay_and_wait(run_id: str, child: int) -> int:
                     exit_code = os.waitstatus_to_exitcode(status)
             connection = instance.get_records_for_run(run_id, cursor=cursor, limit=_BATCH)
             if connection.records:
-                _durable().emit_many(
-                    [(protocol.EVENT, serialize_value(r.event_log_entry)) for r in connection.records]
-                )
+                _durable().emit_many([(protocol.EVENT, serialize_value(r.event_log_entry)) for r in connection.records])
                 cursor = connection.cursor
             if connection.has_more:
                 continue

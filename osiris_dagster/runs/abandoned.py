@@ -114,7 +114,11 @@ def _write_status(project: ProjectLayout, owner: RunOwner, reason: str) -> None:
     duration_ms = max(0, int((_parse(finished_at) - _parse(owner.started_at)).total_seconds() * 1000))
     session.event("run_error", error=reason, error_type="RunAbandoned")
     session.event(
-        "run_end", ok=False, duration_ms=duration_ms, steps_completed=len(completed), steps_total=steps_total,
+        "run_end",
+        ok=False,
+        duration_ms=duration_ms,
+        steps_completed=len(completed),
+        steps_total=steps_total,
         error=reason,
     )
     session.write_status(

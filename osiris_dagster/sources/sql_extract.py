@@ -47,7 +47,7 @@ from sqlalchemy.engine import URL, make_url
 
 from osiris_dagster.arrow_memory import use_streaming_memory_pool
 from osiris_dagster.formats.python_text import storage_class, value_text
-from osiris_dagster.staging import ExtractedTable, open_staged, staged_file, text_schema
+from osiris_dagster.staging import BatchConsumer, ExtractedTable, open_staged, staged_file, text_schema
 
 __all__ = ["SourceError", "extract_to_staging"]
 
@@ -69,11 +69,14 @@ def extract_to_staging(
     batch_rows: int = 100_000,
     progress: Progress | None = None,
     log: logging.Logger | None = None,
+    consumers: Sequence[Callable[[pa.Schema], BatchConsumer]] = (),
 ) -> ExtractedTable:
     """Run ``query`` against ``url`` and stage the result at ``target`` (atomically).
 
     ``progress(rows_so_far)`` is called after every staged batch; ``log`` receives the one line a
-    fallback from the fast MySQL path leaves.
+    fallback from the fast MySQL path leaves. Each of ``consumers`` is made with the staged schema,
+    gets every staged batch as it is staged, and ``finish(table)`` once the staged file is complete
+    (``abandon()`` if the extraction fails).
     """
     use_streaming_memory_pool()
     url = make_url(url)
@@ -82,37 +85,68 @@ def extract_to_staging(
         raise ValueError("batch_rows must be positive")
     query = _strip_statement(query)
     backend = url.get_backend_name()
+    sinks = _Sinks(consumers)
     try:
         if backend in ("mysql", "mariadb"):
             from osiris_dagster.sources.mysql_reader import mysql_batches
 
             columns, batches = mysql_batches(url, query, batch_rows, log or _log)
-            _stage(target, text_schema(columns, "mysql"), batches, progress)
+            _stage(target, text_schema(columns, "mysql"), batches, progress, sinks)
         elif backend == "postgresql":
             from osiris_dagster.sources.postgres_reader import postgres_batches
 
             columns, batches = postgres_batches(url, query, batch_rows)
-            _stage(target, text_schema(columns, "postgresql"), batches, progress)
+            _stage(target, text_schema(columns, "postgresql"), batches, progress, sinks)
         else:
-            _extract_generic(url, query, target, batch_rows, progress)
-    except OSError:
-        raise  # the staging side (disk full, permissions): not the source's fault
-    except (KeyboardInterrupt, SystemExit, GeneratorExit):
-        raise
-    except SourceError as exc:
-        raise SourceError(_scrub(str(exc), url)) from None
-    except BaseException as exc:  # driver errors; a pyo3 PanicException is a BaseException
+            _extract_generic(url, query, target, batch_rows, progress, sinks)
+        table = open_staged(target)
+    except BaseException as exc:
+        sinks.abandon()
+        if isinstance(exc, OSError | KeyboardInterrupt | SystemExit | GeneratorExit):
+            raise  # OSError: the staging side (disk full, permissions), not the source's fault
+        if isinstance(exc, SourceError):
+            raise SourceError(_scrub(str(exc), url)) from None
+        # Driver errors; a pyo3 PanicException is a BaseException.
         message = str(exc) if type(exc).__name__.endswith("QueryError") else f"{type(exc).__name__}: {exc}"
         raise SourceError(_scrub(message, url)) from None
-    return open_staged(target)
+    sinks.finish(table)
+    return table
 
 
-def _stage(target: Path, schema: pa.Schema, batches: Iterator[pa.RecordBatch], progress: Progress | None) -> None:
+class _Sinks:
+    """The consumers of one extraction, made once the staged schema is known."""
+
+    def __init__(self, factories: Sequence[Callable[[pa.Schema], BatchConsumer]]) -> None:
+        self.factories = factories
+        self.consumers: list[BatchConsumer] = []
+
+    def start(self, schema: pa.Schema) -> None:
+        self.consumers = [make(schema) for make in self.factories]
+
+    def put(self, batch: pa.RecordBatch) -> None:
+        for consumer in self.consumers:
+            consumer.put(batch)
+
+    def finish(self, table: ExtractedTable) -> None:
+        for consumer in self.consumers:
+            consumer.finish(table)
+
+    def abandon(self) -> None:
+        for consumer in self.consumers:
+            consumer.abandon()
+
+
+def _stage(
+    target: Path, schema: pa.Schema, batches: Iterator[pa.RecordBatch], progress: Progress | None, sinks: _Sinks
+) -> None:
     rows = 0
+    sinks.start(schema)
     try:
         with staged_file(target, schema) as staged:
             for batch in batches:
-                staged.write(_with_schema(batch, schema))
+                batch = _with_schema(batch, schema)
+                staged.write(batch)
+                sinks.put(batch)
                 rows += batch.num_rows
                 if progress is not None:
                     progress(rows)
@@ -134,7 +168,9 @@ def _strip_statement(query: str) -> str:
 # Generic path: SQLAlchemy server-side cursor + fetchmany (SQLite and any other driver)
 
 
-def _extract_generic(url: URL, query: str, target: Path, batch_rows: int, progress: Progress | None) -> None:
+def _extract_generic(
+    url: URL, query: str, target: Path, batch_rows: int, progress: Progress | None, sinks: _Sinks
+) -> None:
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as connection:
@@ -157,7 +193,7 @@ def _extract_generic(url: URL, query: str, target: Path, batch_rows: int, progre
                     yield _rows_to_batch(chunk, schema)
                     chunk = result.fetchmany(batch_rows)
 
-            _stage(target, schema, batches(), progress)
+            _stage(target, schema, batches(), progress, sinks)
     except sa.exc.DBAPIError as exc:
         raise SourceError(f"query failed: {exc.orig}") from None
     except sa.exc.SQLAlchemyError as exc:
