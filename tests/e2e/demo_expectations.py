@@ -24,15 +24,13 @@ DEMO_TABLES = {
     "movie_actors": "SELECT * FROM movie_actors ORDER BY movie_id, actor_id",
     "reviews": "SELECT * FROM reviews ORDER BY id",
 }
-# DECIMAL(3,1) columns: SQLite hands them back as REAL/INTEGER, the CSV shows the declared scale.
-DECIMAL_SCALE = {("movies", "rating"): 1, ("reviews", "score"): 1}
 
 
 def reference_value(table: str, column: str, value: Any) -> str:
     if value is None:
         return ""
-    if (table, column) in DECIMAL_SCALE and not isinstance(value, str):
-        return f"{Decimal(str(value)):.{DECIMAL_SCALE[(table, column)]}f}"
+    # Every cell is the value as the database stores it: a SQLite DECIMAL(3,1) column holding
+    # INTEGER 8 is "8"; MariaDB's client hands DECIMAL(3,1) back as Decimal("8.0").
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, Decimal):
