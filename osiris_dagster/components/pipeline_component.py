@@ -168,6 +168,7 @@ def _csv_plans(
     writer filters rows by its own cursor): see ``targets.csv_prepared``.
     """
     from osiris_dagster.components.builtin import csv_options
+    from osiris_dagster.output_roots import resolve_write_path
     from osiris_dagster.targets.csv_prepared import CsvPlan
 
     if incremental_cursor(step):
@@ -182,6 +183,7 @@ def _csv_plans(
             continue
         try:
             _component, config = check_step(pipeline, other, effective_params(pipeline.params, params))
+            resolve_write_path(project, config["path"])  # never prepare a file the write may not write
             plans.append(CsvPlan(project.resolve(config["path"]), csv_options(config), context.run.run_id))
         except Exception:  # the write step itself reports a bad config
             continue
