@@ -185,3 +185,19 @@ def test_dg_lists_the_definitions_of_this_repository(clean_env: dict[str, str]) 
     assert extract["dependency_keys"] == ["movies_to_csv/source/actors"]
     assert "movies_to_csv/write_actors_csv:row_count_matches_extract" in {c["key"] for c in listed["asset_checks"]}
     assert "osiris_run_alert" in {sensor["name"] for sensor in listed["sensors"]}
+
+
+@pytest.mark.e2e
+def test_dg_launch_materializes_a_selection_with_the_repository_settings(
+    project: Path, clean_env: dict[str, str]
+) -> None:
+    """`dg launch --assets` with this repository's [tool.dg] settings, in a copy of its project files
+    (so the checkout gets no output/): the selection, and only it, lands."""
+    shutil.copy(REPO / "pyproject.toml", project / "pyproject.toml")
+    dg_bin = str(Path(sys.executable).with_name("dg"))
+    run([dg_bin, "launch", "--assets", "key:movies_to_csv/extract_directors+"], cwd=project, env=clean_env)
+    source = sqlite3.connect(project / ".osiris" / "demo" / "movies.sqlite")
+    assert_csv_has_the_source_rows(project / "output" / "directors.csv", source, "directors")
+    assert sorted(path.name for path in (project / "output").iterdir()) == ["directors.csv"]
+    (session,) = (project / "logs").glob("run_*")
+    assert assert_session_valid(session, steps=2)["ok"] is True
