@@ -7,6 +7,7 @@ MariaDB's own `information_schema.COLUMNS.COLUMN_TYPE`.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -113,29 +114,57 @@ def test_materializations_carry_source_sql_types_table_names_uris_owners_and_tag
     assert artifacts == [f"- `logs/run_{run_id}/artifacts/write-films-csv/cleaned_config.json`"]
     assert (project / artifacts[0][3:-1]).is_file()
 
-    # Lineage, owners and tags as Dagster's asset graph of the code location holds them.
-    repo = _repository(project)
-    source_key = dg.AssetKey(["typed_films", "source", "films"])
-    source = repo.asset_graph.get(source_key)
-    assert source.is_external and source.metadata["dagster/table_name"] == "films"
-    assert source.kinds == {"mysql"} and source.metadata["osiris/connection"] == "@mysql.movies"
-    extract = repo.asset_graph.get(extract_key)
-    assert extract.parent_keys == {source_key}
-    assert extract.owners == ["team:data-platform", "ana@example.com"]
-    assert _user_tags(extract.tags) == {"domain": "movies", "tier": "silver"}
-    writer = repo.asset_graph.get(write_key)
-    assert writer.owners == ["team:data-platform"] and _user_tags(writer.tags) == {"domain": "movies", "tier": "gold"}
+    # Lineage, owners and tags as the UI reads them: Dagster's GraphQL API over the workspace.
+    nodes = _asset_nodes_over_graphql(project, env)
+    source = nodes["typed_films/source/films"]
+    assert source["isExecutable"] is False and source["kinds"] == ["mysql"]
+    assert {m["label"]: m.get("text") for m in source["metadataEntries"]}["dagster/table_name"] == "films"
+    extract = nodes["typed_films/extract_films"]
+    assert extract["dependencyKeys"] == [{"path": ["typed_films", "source", "films"]}]
+    assert extract["owners"] == [{"team": "data-platform"}, {"email": "ana@example.com"}]
+    assert _user_tags(extract["tags"]) == {"domain": "movies", "tier": "silver"}
+    writer = nodes["typed_films/write_films_csv"]
+    assert writer["owners"] == [{"team": "data-platform"}]
+    assert _user_tags(writer["tags"]) == {"domain": "movies", "tier": "gold"}
 
 
-def _user_tags(tags: dict[str, str]) -> dict[str, str]:
-    return {key: value for key, value in tags.items() if not key.startswith("dagster/kind/")}
+ASSET_NODES = """
+{
+  assetNodes {
+    assetKey { path }
+    isExecutable
+    kinds
+    dependencyKeys { path }
+    owners { ... on UserAssetOwner { email } ... on TeamAssetOwner { team } }
+    tags { key value }
+    metadataEntries { label ... on TextMetadataEntry { text } }
+  }
+}
+"""
 
 
-def _repository(project: Path) -> dg.RepositoryDefinition:
-    from osiris_dagster.definitions import build_definitions
-    from osiris_dagster.project import ProjectLayout
+def _asset_nodes_over_graphql(project: Path, env: dict[str, str]) -> dict[str, dict]:
+    """Query the project's workspace.yaml code location (a real code server process)."""
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+    from dagster_graphql.test.utils import execute_dagster_graphql
 
-    return build_definitions(ProjectLayout(project)).get_repository_def()
+    previous = os.getcwd()
+    os.chdir(project)  # workspace.yaml's working_directory is relative to it
+    try:
+        with (
+            dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance,
+            WorkspaceProcessContext(instance, WorkspaceFileTarget(paths=["workspace.yaml"])) as context,
+        ):
+            result = execute_dagster_graphql(context.create_request_context(), ASSET_NODES)
+    finally:
+        os.chdir(previous)
+    assert not result.errors, result.errors
+    return {"/".join(node["assetKey"]["path"]): node for node in result.data["assetNodes"]}
+
+
+def _user_tags(tags: list[dict[str, str]]) -> dict[str, str]:
+    return {tag["key"]: tag["value"] for tag in tags if not tag["key"].startswith("dagster/kind/")}
 
 
 @pytest.mark.parametrize(
