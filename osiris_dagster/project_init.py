@@ -10,13 +10,14 @@ The demo pipeline, the connection profiles and the workspace file are package da
 `osiris_dagster/starter/`; the repository's own `assets/movies_to_csv.yaml` and
 `resources/connections.yaml` are links to those files, so `init` writes exactly what the
 repository's demo runs. It refuses to overwrite: if any file it would write exists, nothing is
-written (exit 2).
+written (exit 2); a new folder appears whole or not at all.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
+import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -81,17 +82,38 @@ def project_name(directory: Path) -> str:
 
 
 def init_project(directory: Path) -> list[str]:
-    """Write a new project into `directory` (created if missing); return the files written."""
+    """Write a new project into `directory`; return the files written.
+
+    A new folder is assembled beside its final place and renamed into it, so a killed `init`
+    leaves no half project and two concurrent `init`s of one folder end with one project and one
+    refusal. Into an existing folder (e.g. an empty git clone) each file is written to a temporary
+    name and renamed."""
     files = project_files(project_name(directory))
+    if directory.exists() and not directory.is_dir():
+        raise InputError(str(directory), "", "is not a folder")
     existing = sorted(name for name in files if (directory / name).exists())
     if existing:
         raise InputError(str(directory), existing[0], "already exists: init writes only into a new project folder")
-    if directory.exists() and not directory.is_dir():
-        raise InputError(str(directory), "", "is not a folder")
-    for name, text in files.items():
-        target = directory / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temp = target.with_name(f".{target.name}.init")
-        temp.write_text(text, encoding="utf-8")
-        shutil.move(temp, target)
+    if directory.exists():
+        for name, text in files.items():
+            _write(directory / name, text)
+        return list(files)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.init-", dir=directory.parent))
+    try:
+        for name, text in files.items():
+            _write(staging / name, text)
+        try:
+            staging.rename(directory)
+        except OSError:  # another init (or anything) created the folder meanwhile
+            raise InputError(str(directory), "", "already exists: init writes only into a new project folder") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return list(files)
+
+
+def _write(target: Path, text: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.init")
+    temp.write_text(text, encoding="utf-8")
+    temp.replace(target)
