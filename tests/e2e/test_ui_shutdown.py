@@ -1,5 +1,6 @@
 """`osiris-dagster ui` stops whole: within 10 s of SIGINT or SIGTERM, with no process of it left,
-also when a run is executing at that moment.
+also when a run is executing at that moment; and when the ui process itself is killed outright,
+`dagster dev` and everything it started still go away.
 
 Which processes belong to the UI is decided independently of the product's own bookkeeping: every
 process whose environment carries this test's unique DAGSTER_HOME (children inherit it, orphans
@@ -22,6 +23,7 @@ import pytest
 from tests.e2e.test_dagster_dev import free_port, graphql
 
 EXIT_WITHIN_SECONDS = 10
+ORPHAN_DEADLINE_SECONDS = 60  # dagster dev's own shutdown, measured 12-16 s on a loaded 2-core machine
 LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }"
 LAUNCH = """
 mutation($location: String!) {
@@ -98,7 +100,9 @@ def wait_for(what: str, probe, process: subprocess.Popen, log: Path, timeout: fl
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "stop", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL-of-the-ui"]
+)
 def test_ui_exits_within_10_seconds_of_a_stop_signal_and_leaves_no_process(
     project: Path, clean_env: dict[str, str], stop: signal.Signals
 ) -> None:
@@ -142,11 +146,19 @@ def test_ui_exits_within_10_seconds_of_a_stop_signal_and_leaves_no_process(
         except subprocess.TimeoutExpired:
             pytest.fail(f"osiris-dagster ui still running {EXIT_WITHIN_SECONDS} s after {stop.name}")
         took = time.monotonic() - signalled
-        assert code == 0, log.read_text()[-3000:]
+        if stop == signal.SIGKILL:
+            # Nothing of ours ran: dagster dev (told by the kernel) stops on its own, more slowly.
+            assert code == -signal.SIGKILL
+            deadline = time.monotonic() + ORPHAN_DEADLINE_SECONDS
+            while time.monotonic() < deadline and (with_home(home) or set(tree) & set(live_pids())):
+                time.sleep(0.5)
+        else:
+            assert code == 0, log.read_text()[-3000:]
         time.sleep(0.5)  # init reaps zombies of killed orphans
         left = {pid: cmd for pid, cmd in tree.items() if pid in live_pids()} | with_home(home)
-        assert not left, f"left behind after {stop.name} ({took:.1f} s): {left}"
-        print(f"{stop.name}: exited in {took:.1f} s, {len(tree)} processes stopped")
+        assert not left, f"left behind after {stop.name} ({time.monotonic() - signalled:.1f} s): {left}"
+        print(f"{stop.name}: ui exited in {took:.1f} s, all {len(tree)} processes gone after "
+              f"{time.monotonic() - signalled - 0.5:.1f} s")
     finally:
         if ui.poll() is None:
             ui.kill()
