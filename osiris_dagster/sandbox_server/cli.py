@@ -13,6 +13,7 @@ from types import FrameType
 import click
 
 from .faults import FAULTS_ENV, FaultPlan, FaultSpecError
+from .network import NetworkIsolationUnavailable
 from .server import LocalSandboxServer
 
 
@@ -47,7 +48,14 @@ def sandbox() -> None:
         f"see docs/local-sandbox.md). Also read from {FAULTS_ENV}."
     ),
 )
-def serve(port: int, host: str, extra_path: tuple[str, ...], base_dir: str | None, faults: str | None) -> None:
+@click.option(
+    "--isolate-network",
+    is_flag=True,
+    help="Each sandbox in its own network namespace: no host loopback, no network (root; docs/local-sandbox.md).",
+)
+def serve(
+    port: int, host: str, extra_path: tuple[str, ...], base_dir: str | None, faults: str | None, isolate_network: bool
+) -> None:
     """Serve until Ctrl-C; prints the environment variables that point the e2b SDK here."""
     try:
         plan = FaultPlan.parse(faults) if faults and faults.strip() else None
@@ -55,8 +63,15 @@ def serve(port: int, host: str, extra_path: tuple[str, ...], base_dir: str | Non
         raise click.BadParameter(str(exc), param_hint="--faults") from exc
     try:
         server = LocalSandboxServer(
-            port=port, host=host, extra_path=list(extra_path), base_dir=base_dir, faults=plan or ""
+            port=port,
+            host=host,
+            extra_path=list(extra_path),
+            base_dir=base_dir,
+            faults=plan or "",
+            isolate_network=isolate_network,
         )
+    except NetworkIsolationUnavailable as exc:
+        raise click.BadParameter(str(exc), param_hint="--isolate-network") from exc
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--host") from exc
     server.start()

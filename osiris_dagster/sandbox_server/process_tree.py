@@ -12,7 +12,9 @@ So membership is decided by what a process cannot shed by accident, read from /p
 * its environment says ``HOME=<sandbox root>/home/user`` (the server sets it for every
   command and children inherit it), or
 * its working directory is inside the sandbox root, or
-* it is a descendant of one of the sandbox's commands (``PPid`` chain).
+* it is a descendant of one of the sandbox's commands (``PPid`` chain), or
+* with network isolation on, it lives in the sandbox's network namespace (which no process
+  leaves without privileges).
 
 A process that deliberately rewrites its environment, leaves the root and daemonizes
 escapes; that is acceptable for a development server that is not a security boundary
@@ -51,7 +53,7 @@ def _parent_pid(pid: int) -> int | None:
     return int(fields[1]) if len(fields) > 1 else None
 
 
-def sandbox_pids(root: Path, home: Path, roots: Iterable[int] = ()) -> set[int]:
+def sandbox_pids(root: Path, home: Path, roots: Iterable[int] = (), netns_inode: int | None = None) -> set[int]:
     """Pids of live processes that belong to the sandbox (see the module docstring)."""
     home_marker = b"HOME=" + os.fsencode(home)
     root_str = str(root)
@@ -68,6 +70,9 @@ def sandbox_pids(root: Path, home: Path, roots: Iterable[int] = ()) -> set[int]:
         if parent is None:
             continue
         parents[pid] = parent
+        if netns_inode is not None and _netns_inode(pid) == netns_inode:
+            members.add(pid)
+            continue
         environ = _read(f"/proc/{pid}/environ")
         if environ is not None and home_marker in environ.split(b"\0"):
             members.add(pid)
@@ -87,12 +92,12 @@ def sandbox_pids(root: Path, home: Path, roots: Iterable[int] = ()) -> set[int]:
     return {pid for pid in members if pid in parents and pid != me}
 
 
-def kill_sandbox_processes(root: Path, home: Path, roots: Iterable[int] = ()) -> int:
+def kill_sandbox_processes(root: Path, home: Path, roots: Iterable[int] = (), netns_inode: int | None = None) -> int:
     """SIGKILL every process of the sandbox until none is left; returns how many were killed."""
     killed: set[int] = set()
     roots = list(roots)
     for _ in range(_MAX_SWEEPS):
-        pids = sandbox_pids(root, home, roots) - killed
+        pids = sandbox_pids(root, home, roots, netns_inode) - killed
         pids = {pid for pid in pids if _is_alive(pid)}
         if not pids:
             break
@@ -102,6 +107,13 @@ def kill_sandbox_processes(root: Path, home: Path, roots: Iterable[int] = ()) ->
         killed |= pids
         time.sleep(0.01)
     return len(killed)
+
+
+def _netns_inode(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return None
 
 
 def _is_alive(pid: int) -> bool:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .connect_protocol import ConnectError
+from .network import SandboxNetwork
 from .process_tree import kill_sandbox_processes
 from .sandbox_paths import SANDBOX_USER, SandboxPaths
 from .sandbox_process import SandboxProcess
@@ -60,6 +61,7 @@ class Sandbox:
         env_vars: dict[str, str],
         base_dir: Path | None,
         extra_path: list[str],
+        isolate_network: bool = False,
     ) -> None:
         self.sandbox_id = _new_sandbox_id()
         self.template_id = template_id
@@ -80,6 +82,7 @@ class Sandbox:
         self._lock = threading.Lock()
         self._processes: dict[int, SandboxProcess] = {}
         self.alive = True
+        self.network = SandboxNetwork(self.sandbox_id) if isolate_network else None
 
     # -- environment -------------------------------------------------------------
     def base_env(self) -> dict[str, str]:
@@ -120,6 +123,7 @@ class Sandbox:
                 stdin=stdin,
                 tag=tag,
                 on_exit=self._forget,
+                argv_prefix=self.network.wrap([]) if self.network else None,
             )
         except OSError as exc:
             raise ConnectError("invalid_argument", f"failed to start {cmd!r}: {exc}") from exc
@@ -168,7 +172,11 @@ class Sandbox:
         for process in processes:
             process.kill_with_sandbox(f"The sandbox {self.sandbox_id} was not found")
         # Processes that left the commands' groups (daemons, setsid, orphans) die too.
-        kill_sandbox_processes(self.root, self.paths.home, [p.pid for p in processes])
+        kill_sandbox_processes(
+            self.root, self.paths.home, [p.pid for p in processes], self.network.inode if self.network else None
+        )
+        if self.network is not None:
+            self.network.delete()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def detail(self) -> dict[str, Any]:
@@ -200,7 +208,10 @@ class Sandbox:
 class SandboxRegistry:
     """All live sandboxes of one server, plus the reaper that enforces timeouts."""
 
-    def __init__(self, *, base_dir: Path | None = None, extra_path: list[str] | None = None) -> None:
+    def __init__(
+        self, *, base_dir: Path | None = None, extra_path: list[str] | None = None, isolate_network: bool = False
+    ) -> None:
+        self._isolate_network = isolate_network
         self._base_dir = base_dir
         self._extra_path = list(extra_path or [])
         self._lock = threading.Lock()
@@ -220,6 +231,7 @@ class SandboxRegistry:
             env_vars=env_vars,
             base_dir=self._base_dir,
             extra_path=self._extra_path,
+            isolate_network=self._isolate_network,
         )
         with self._lock:
             if self._closed:

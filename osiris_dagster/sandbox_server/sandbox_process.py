@@ -46,6 +46,7 @@ class SandboxProcess:
         stdin: bool,
         tag: str | None,
         on_exit: Callable[[SandboxProcess], None],
+        argv_prefix: list[str] | None = None,
     ) -> None:
         self.config: dict[str, Any] = {"cmd": cmd, "args": list(args), "envs": dict(envs)}
         if sandbox_cwd is not None:
@@ -62,7 +63,7 @@ class SandboxProcess:
         # start_new_session: the command and everything it spawns share one process
         # group, so kill/expiry can take down grandchildren too (killpg).
         self._popen = subprocess.Popen(
-            [cmd, *args],
+            [*(argv_prefix or []), cmd, *args],  # a prefix that execs (nsenter) keeps the pid
             cwd=cwd,
             env=env,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,

@@ -29,6 +29,7 @@ from .connect_protocol import ConnectError, end_of_stream, parse_json_message
 from .envd_files import handle_files
 from .faults import FaultInjector, FaultPlan
 from .http_exchange import BadRequest, Exchange
+from .network import check_available
 from .rest_api import handle_rest, is_rest_path
 from .sandbox import Sandbox, SandboxRegistry
 
@@ -228,6 +229,7 @@ class LocalSandboxServer:
         base_dir: str | os.PathLike[str] | None = None,
         extra_path: list[str] | None = None,
         faults: FaultPlan | str | None = None,
+        isolate_network: bool = False,
     ) -> None:
         """``base_dir``: where sandbox roots are created (default: the system temp dir).
 
@@ -237,7 +239,13 @@ class LocalSandboxServer:
         ``faults``: drop command streams / file transfers on purpose (a ``FaultPlan`` or
         its spec string, see ``faults.py`` and docs/local-sandbox.md). ``None`` reads
         ``OSIRIS_SANDBOX_FAULTS``; ``""`` (or the variable unset or empty) means none.
+
+        ``isolate_network``: each sandbox in its own network namespace, without the host's
+        loopback (and without any network; root only - see ``network.py``).
         """
+        if isolate_network:
+            check_available()
+        self._isolate_network = isolate_network
         self._host = check_loopback_host(host)
         self._requested_port = port
         self._base_dir = Path(base_dir) if base_dir is not None else None
@@ -252,7 +260,9 @@ class LocalSandboxServer:
     def start(self) -> LocalSandboxServer:
         if self._httpd is not None:
             return self
-        self.registry = SandboxRegistry(base_dir=self._base_dir, extra_path=self._extra_path)
+        self.registry = SandboxRegistry(
+            base_dir=self._base_dir, extra_path=self._extra_path, isolate_network=self._isolate_network
+        )
         self._httpd = _HTTPServer((self._host, self._requested_port), self.registry, self._faults)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,

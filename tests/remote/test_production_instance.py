@@ -63,7 +63,11 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes], log: Pat
 
 @pytest.fixture
 def production(
-    project: Path, clean_env: dict[str, str], postgres_database: str, tmp_path: Path
+    project: Path,
+    clean_env: dict[str, str],
+    postgres_database: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[tuple[DagsterGraphQLClient, dict[str, str], LocalSandboxServer]]:
     """The example instance on a scratch database, its three processes started, torn down after."""
     home = Path(clean_env["DAGSTER_HOME"])
@@ -82,6 +86,9 @@ def production(
             "DAGSTER_PG_USERNAME": "postgres",
             "DAGSTER_PG_PASSWORD": "trust-auth-ignores-it",
         }
+        for name, value in env.items():  # this process reads the instance too
+            if name.startswith("DAGSTER_PG_"):
+                monkeypatch.setenv(name, value)
         grpc_port, web_port = _free_port(), _free_port()
         (project / "workspace.grpc.yaml").write_text(
             yaml.safe_dump(
