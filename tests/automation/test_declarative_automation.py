@@ -86,13 +86,16 @@ def test_validate_exits_2_on_a_bad_automation_and_writes_nothing(project: Path, 
 def test_daemon_runs_an_on_cron_pipeline_through_its_automation_sensor(
     project: Path, clean_env: dict[str, str]
 ) -> None:
-    """Under a real `dagster-daemon run`, the pipeline's automation sensor requests every asset of an
-    `automation: {on_cron}` pipeline after the cron tick, in one run, which completes like any run
-    (session log, the source's rows). The cron names the next whole minute of today only, so a slow
-    run is never overtaken by the next tick's run."""
+    """Under a real `dagster-daemon run`, the pipeline's automation sensor requests the extracts of an
+    `automation: {on_cron}` pipeline after the cron tick and their `eager` writers with them, in one
+    run, which completes like any run (session log, the source's rows). The cron names the next
+    whole minute of today only, so a slow run is never overtaken by the next tick's run."""
     now = datetime.now(UTC)
     tick = (now + timedelta(minutes=2 if now.second > 40 else 1)).replace(second=0, microsecond=0)
-    extend_pipeline(project, automation={"on_cron": f"{tick.minute} {tick.hour} * * *"})
+    path = extend_pipeline(project, automation={"on_cron": f"{tick.minute} {tick.hour} * * *"})
+    # The writers react to their extract instead (`eager`): requested in the same evaluation.
+    path.write_text(path.read_text().replace("  mode: write\n", "  mode: write\n  automation: eager\n"))
+    assert condition_label(repository(project), "movies_to_csv", "write_reviews_csv") == "eager"
     home = Path(clean_env["DAGSTER_HOME"])
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = {**clean_env, "OSIRIS_PROJECT_DIR": str(project)}
