@@ -80,11 +80,7 @@ def production(
         (home / "dagster.yaml").write_text(yaml.safe_dump(config))
         env = {
             **clean_env,
-            "DAGSTER_PG_HOST": "127.0.0.1",
-            "DAGSTER_PG_PORT": "5432",
-            "DAGSTER_PG_DB": postgres_database,
-            "DAGSTER_PG_USERNAME": "postgres",
-            "DAGSTER_PG_PASSWORD": "trust-auth-ignores-it",
+            "DAGSTER_PG_URL": f"postgresql+psycopg2://postgres:trust-auth-ignores-it@127.0.0.1:5432/{postgres_database}",
         }
         for name, value in env.items():  # this process reads the instance too
             if name.startswith("DAGSTER_PG_"):
