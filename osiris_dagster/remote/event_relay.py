@@ -36,7 +36,7 @@ from dagster._core.events import DagsterEventType
 from dagster._core.events.log import EventLogEntry
 
 from osiris_dagster.remote import relay_protocol as protocol
-from osiris_dagster.remote.event_batches import EventBatchWriter
+from osiris_dagster.remote.event_batches import EventBatchWriter, PlainEvent
 from osiris_dagster.secrets import mask_text
 
 ControlHandler = Callable[[str, dict[str, Any]], None]
@@ -108,7 +108,7 @@ class EventRelay:
 
     # -- handling --------------------------------------------------------------------
     def _handle(self, lines: list[str], *, from_log: bool) -> None:
-        batch: list[tuple[int, EventLogEntry]] = []
+        batch: list[tuple[int, EventLogEntry | PlainEvent]] = []
         for index, line in enumerate(lines):
             parsed = protocol.parse_line(line)
             if parsed is None:
@@ -126,7 +126,12 @@ class EventRelay:
                 self._handle(lines[index:], from_log=False)
                 return
             if parsed.kind == protocol.EVENT:
-                entry = deserialize_value(mask_text(parsed.payload), EventLogEntry)
+                masked = mask_text(parsed.payload)
+                plain = PlainEvent.parse(masked)
+                if plain is not None:
+                    batch.append((parsed.seq, plain))
+                    continue
+                entry = deserialize_value(masked, EventLogEntry)
                 if entry.dagster_event_type in TERMINAL_EVENTS:
                     self._store(batch)
                     batch = []
@@ -144,7 +149,7 @@ class EventRelay:
             self._on_control(parsed.kind, payload)
         self._store(batch)
 
-    def _store(self, batch: list[tuple[int, EventLogEntry]]) -> None:
+    def _store(self, batch: list[tuple[int, EventLogEntry | PlainEvent]]) -> None:
         if not batch:
             return
         self._writer.store([entry for _, entry in batch])

@@ -226,7 +226,24 @@ class RunSupervisor:
             self._record_session()
             self._finish_host_run()
             self._prepare_instance_template()
+            self._prune_run_folders()
         return 0
+
+    def _prune_run_folders(self) -> None:
+        """Each run that ends deletes the host folders of runs past their retention (`prune_run_folders`)."""
+        from osiris_dagster.remote.run_files import prune_run_folders
+
+        def finished(run_id: str) -> bool:
+            run = self.instance.get_run_by_id(run_id)
+            return run is None or run.is_finished
+
+        try:
+            pruned = prune_run_folders(self.files.root.parent, finished)
+        except Exception as error:  # housekeeping never fails a run
+            log.warning("pruning run folders: %s", mask_text(str(error)))
+            return
+        if pruned:
+            log.info("pruned the host folders of %d finished run(s)", len(pruned))
 
     def _start(self) -> Sandbox | None:
         self._needs = self._job_needs()

@@ -131,3 +131,23 @@ def test_template_is_python_311_with_the_pinned_dependencies() -> None:
     assert dockerfile.startswith("FROM python:3.11")
     # The host's installed versions (installed with -c constraints.txt; test_version_check compares them).
     assert f"dagster=={version('dagster')}" in dockerfile and f"e2b=={version('e2b')}" in dockerfile
+
+
+def test_run_folders_are_pruned_only_when_finished_and_past_retention(tmp_path: Path) -> None:
+    import os
+
+    from osiris_dagster.remote.run_files import RETENTION_S, RunFiles, prune_run_folders
+
+    now = 1_000_000_000.0
+    for run_id, age in (("old-done", RETENTION_S + 60), ("old-running", RETENTION_S + 60), ("new-done", 60)):
+        files = RunFiles.for_run(tmp_path, run_id)
+        files.root.mkdir(parents=True)
+        files.spec.write_text("{}")
+        os.utime(files.spec, (now - age, now - age))
+    (tmp_path / "e2b" / "sandbox_home").mkdir()  # not a run's folder: never touched
+    os.utime(tmp_path / "e2b" / "sandbox_home", (now - 10 * RETENTION_S,) * 2)
+
+    pruned = prune_run_folders(tmp_path / "e2b", lambda run_id: run_id.endswith("done"), now=now)
+
+    assert pruned == ["old-done"]
+    assert sorted(p.name for p in (tmp_path / "e2b").iterdir()) == ["new-done", "old-running", "sandbox_home"]
