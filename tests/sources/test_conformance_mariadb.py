@@ -228,3 +228,38 @@ def _mismatches(produced: bytes, expected: bytes) -> list[tuple[int, int, str, s
     if len(got) != len(want):
         out.append((-1, -1, f"{len(got)} rows", f"{len(want)} rows"))
     return out
+
+
+def test_an_incremental_append_gives_the_same_bytes_as_one_full_write(mariadb_url: URL, tmp_path: Path) -> None:
+    """Two increments (cursor: id, typed from the staged text and its INT type) append to the file
+    the full extraction writes in one go, byte for byte."""
+    from osiris_dagster.sources.incremental import incremental_query, rows_after, staged_cursor_max
+    from osiris_dagster.targets.csv_append import append_csv
+
+    create_corpus(mariadb_url.database)
+    base = "SELECT * FROM corpus"
+    target, committed, after = tmp_path / "appended.csv", None, None
+    connection = connect_mariadb(mariadb_url.database)
+    for cutoff in (6, None):  # the first run sees ids 1-6; rows 7.. arrive before the second run
+        if cutoff is not None:
+            with connection.cursor() as cursor:
+                cursor.execute("CREATE TABLE later AS SELECT * FROM corpus WHERE id > %s", [cutoff])
+                cursor.execute("DELETE FROM corpus WHERE id > %s", [cutoff])
+        else:
+            with connection.cursor() as cursor:
+                cursor.execute("SET SESSION sql_mode = ''")
+                cursor.execute("INSERT INTO corpus SELECT * FROM later")
+        staged = extract_to_staging(
+            mariadb_url, incremental_query(mariadb_url, base, "id", after), tmp_path / f"inc{cutoff}.arrow"
+        )
+        result = append_csv(
+            rows_after(iter_staged_batches(staged.path), "id", after),
+            staged.schema,
+            target,
+            CsvOptions(),
+            committed_bytes=committed,
+        )
+        committed, after = result.bytes, staged_cursor_max(staged.path, "id")
+    connection.close()
+    assert after == 12
+    assert target.read_bytes() == expected_csv(*server_text(mariadb_url.database, QUERY))
