@@ -38,15 +38,12 @@ import pyarrow as pa
 from sqlalchemy.engine import URL
 
 from osiris_dagster.formats.mysql_text import MySQLTextColumn, mysql_text_column, quote_identifier
+from osiris_dagster.sources.errors import SourceError
 
-__all__ = ["FORCE_PATH_ENV", "MySQLQueryError", "mysql_batches"]
+__all__ = ["FORCE_PATH_ENV", "mysql_batches"]
 
 FORCE_PATH_ENV = "OSIRIS_MYSQL_PATH"  # "generic": skip connectorx (tests compare both paths)
 _CONNECTORX_BATCH_ROWS = 20_000
-
-
-class MySQLQueryError(Exception):
-    """The server refused the connection or the query; the message may hold the URL's password."""
 
 
 def mysql_batches(
@@ -100,7 +97,7 @@ def _pymysql_connect(url: URL, **extra: Any) -> Any:
     try:
         return pymysql.connect(**connect_args)
     except pymysql.MySQLError as exc:
-        raise MySQLQueryError(f"cannot connect to MySQL at {url.host}:{url.port or 3306}: {exc}") from None
+        raise SourceError(f"cannot connect to MySQL at {url.host}:{url.port or 3306}: {exc}") from None
 
 
 def _result_fields(url: URL, query: str) -> list[Any]:
@@ -113,7 +110,7 @@ def _result_fields(url: URL, query: str) -> list[Any]:
             try:
                 cursor.execute(f"SELECT * FROM ({query}) AS osiris_q LIMIT 0")
             except pymysql.MySQLError as exc:
-                raise MySQLQueryError(f"query failed: {exc}") from None
+                raise SourceError(f"query failed: {exc}") from None
             return list(cursor._result.fields)  # the public description lacks flags and charset
     finally:
         connection.close()
@@ -165,7 +162,7 @@ def _generic_batches(
             try:
                 cursor.execute(query)
             except pymysql.MySQLError as exc:
-                raise MySQLQueryError(f"query failed: {exc}") from None
+                raise SourceError(f"query failed: {exc}") from None
             while rows := cursor.fetchmany(batch_rows):
                 arrays = []
                 for index, values in enumerate(zip(*rows, strict=True)):

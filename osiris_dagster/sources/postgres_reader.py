@@ -22,12 +22,9 @@ import pyarrow as pa
 from sqlalchemy.engine import URL
 
 from osiris_dagster.formats.postgres_text import TYPE_NAMES_SQL, use_text_loaders
+from osiris_dagster.sources.errors import SourceError
 
-__all__ = ["PostgresQueryError", "postgres_batches"]
-
-
-class PostgresQueryError(Exception):
-    """The server refused the connection or the query; the message may hold the URL's password."""
+__all__ = ["postgres_batches"]
 
 
 def _conninfo(url: URL) -> str:
@@ -40,7 +37,7 @@ def postgres_batches(url: URL, query: str, batch_rows: int) -> tuple[list[tuple[
     try:
         connection = psycopg.connect(_conninfo(url), connect_timeout=10)
     except psycopg.Error as exc:
-        raise PostgresQueryError(f"cannot connect to PostgreSQL at {url.host}:{url.port or 5432}: {exc}") from None
+        raise SourceError(f"cannot connect to PostgreSQL at {url.host}:{url.port or 5432}: {exc}") from None
     try:
         use_text_loaders(connection.adapters)
         cursor = connection.cursor(name=f"osiris_{uuid.uuid4().hex[:12]}")
@@ -48,7 +45,7 @@ def postgres_batches(url: URL, query: str, batch_rows: int) -> tuple[list[tuple[
         cursor.execute(query)
         description = cursor.description
         if not description:
-            raise PostgresQueryError("the query returns no result set")
+            raise SourceError("the query returns no result set")
         result = cursor.pgresult
         assert result is not None
         oids = [column.type_code for column in description]
@@ -57,7 +54,7 @@ def postgres_batches(url: URL, query: str, batch_rows: int) -> tuple[list[tuple[
             sql_types = [row[0] for row in names_cursor.execute(TYPE_NAMES_SQL, [oids, mods]).fetchall()]
     except psycopg.Error as exc:
         connection.close()
-        raise PostgresQueryError(f"query failed: {exc}") from None
+        raise SourceError(f"query failed: {exc}") from None
     except BaseException:
         connection.close()
         raise
@@ -74,6 +71,6 @@ def _batches(connection: Any, cursor: Any, names: list[str], batch_rows: int) ->
             arrays = [pa.array(values, pa.string()) for values in zip(*rows, strict=True)]
             yield pa.RecordBatch.from_arrays(arrays, schema=schema)
     except psycopg.Error as exc:
-        raise PostgresQueryError(f"query failed: {exc}") from None
+        raise SourceError(f"query failed: {exc}") from None
     finally:
         connection.close()

@@ -47,6 +47,7 @@ from sqlalchemy.engine import URL, make_url
 
 from osiris_dagster.arrow_memory import use_streaming_memory_pool
 from osiris_dagster.formats.python_text import storage_class, value_text
+from osiris_dagster.sources.errors import SourceError
 from osiris_dagster.staging import BatchConsumer, ExtractedTable, open_staged, staged_file, text_schema
 
 __all__ = ["SourceError", "extract_to_staging"]
@@ -55,10 +56,6 @@ __all__ = ["SourceError", "extract_to_staging"]
 _log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
-
-
-class SourceError(Exception):
-    """The source could not be read; the message is safe to log (no password)."""
 
 
 def extract_to_staging(
@@ -107,8 +104,7 @@ def extract_to_staging(
         if isinstance(exc, SourceError):
             raise SourceError(_scrub(str(exc), url)) from None
         # Driver errors; a pyo3 PanicException is a BaseException.
-        message = str(exc) if type(exc).__name__.endswith("QueryError") else f"{type(exc).__name__}: {exc}"
-        raise SourceError(_scrub(message, url)) from None
+        raise SourceError(_scrub(f"{type(exc).__name__}: {exc}", url)) from None
     sinks.finish(table)
     return table
 
