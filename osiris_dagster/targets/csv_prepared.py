@@ -97,7 +97,7 @@ class CsvPreparation:
     def _write(self, schema: pa.Schema) -> None:
         try:
             self._result = write_csv(
-                self._batches(), schema, self.plan.prepared, self.plan.options, run_id=self.plan.run_id
+                self._batches(), schema, self.plan.prepared, self.plan.options, run_id=self.plan.run_id, threads=1
             )
         except BaseException:  # an optimization only: the write step will write (and report) it
             self._failed = True

@@ -66,8 +66,12 @@ def write_csv(
     *,
     progress: Callable[[int], None] | None = None,
     run_id: str | None = None,
+    threads: int = _FORMAT_THREADS,
 ) -> CsvWriteResult:
     """Write ``batches`` (columns in ``schema`` order) as CSV at ``target``, atomically.
+
+    ``threads``: how many batches are formatted at once (a CSV written while its table is still
+    being extracted uses one: the extraction has the other core).
 
     ``progress(rows_so_far)`` is called after every written slice. The temp file's name carries
     ``run_id`` (``runs.scratch``): if the process is killed mid-write, the next run start
@@ -84,7 +88,7 @@ def write_csv(
             encode = _encoder(options.encoding)
             if options.header:
                 out.write(encode(format_header(schema.names, options), None))
-            for text, piece in _formatted(_slices(batches, schema), options):
+            for text, piece in _formatted(_slices(batches, schema), options, threads):
                 if encode is _utf8:
                     out.write(rows_as_bytes(text))
                 else:
@@ -118,24 +122,24 @@ def _slices(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa
 
 
 def _formatted(
-    pieces: Iterator[pa.RecordBatch], options: CsvOptions
+    pieces: Iterator[pa.RecordBatch], options: CsvOptions, threads: int
 ) -> Iterator[tuple[pa.StringArray, pa.RecordBatch]]:
-    """``(format_rows(piece), piece)`` in order, formatted ``_FORMAT_THREADS`` pieces at a time.
+    """``(format_rows(piece), piece)`` in order, formatted ``threads`` pieces at a time.
 
     pyarrow.compute releases the GIL, so formatting batches on worker threads uses every core
     while the main thread reads the next batch and writes the previous one.  At most
-    ``_FORMAT_THREADS + 1`` pieces are in flight: memory stays bounded.
+    ``threads + 1`` pieces are in flight: memory stays bounded.
     """
-    if _FORMAT_THREADS < 2:
+    if threads < 2:
         for piece in pieces:
             yield format_rows(piece, options), piece
         return
-    pool = ThreadPoolExecutor(max_workers=_FORMAT_THREADS, thread_name_prefix="csv-format")
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="csv-format")
     try:
         pending: deque[tuple[Future[pa.StringArray], pa.RecordBatch]] = deque()
         for piece in pieces:
             pending.append((pool.submit(format_rows, piece, options), piece))
-            if len(pending) > _FORMAT_THREADS:
+            if len(pending) > threads:
                 future, done = pending.popleft()
                 yield future.result(), done
         while pending:
