@@ -4,8 +4,9 @@ A run whose owner process (``runs.owner``) is gone from this host while its owne
 exists never reached its end: it was killed (``kill -9``, OOM, a signal Dagster could not
 handle). ``reclaim_abandoned_runs`` then, for each such run:
 
-1. removes its scratch files — temps beside the targets its steps wrote (the paths are in the
-   session's ``cleaned_config.json`` artifacts) and temps in ``.osiris/staging``; complete
+1. removes its scratch files — in every folder its folder journal names (``runs.scratch``),
+   beside the targets recorded in its session's ``cleaned_config.json`` artifacts, and in
+   ``.osiris/staging``; complete
    staged files follow the staging retention rule (``runs.retention``);
 2. writes its session's ``status.json`` (``ok: false``, reason ``abandoned: ...``) and appends
    ``run_error`` / ``run_end`` events, unless the run got as far as writing its status;
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from osiris_dagster.project import ProjectLayout
 from osiris_dagster.runs.owner import RunOwner, owners_dir, read_owners
-from osiris_dagster.runs.scratch import scratch_files_of
+from osiris_dagster.runs.scratch import journal_path, journaled_folders, scratch_files_of
 from osiris_dagster.session.session_log import SessionLog
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def reclaim_abandoned_runs(
 
 def remove_run_debris(project: ProjectLayout, run_id: str) -> list[Path]:
     """Remove the scratch files ``run_id`` left beside its targets and in the staging folder."""
-    folders: set[Path] = set()
+    folders: set[Path] = journaled_folders(project, run_id)
     session = SessionLog(project.session_dir(run_id))
     for config_file in (session.directory / "artifacts").glob("*/cleaned_config.json"):
         with contextlib.suppress(OSError, ValueError):
@@ -96,6 +97,7 @@ def _reclaim(project: ProjectLayout, owner: RunOwner, instance: DagsterInstance 
         if not _mark_failed(owner, instance, reason):
             return False  # keep the record: the next look retries marking the Dagster run
         record.unlink()
+        journal_path(project, owner.run_id).unlink(missing_ok=True)
         return True
     finally:
         os.close(fd)

@@ -81,8 +81,11 @@ def record_owner(project: ProjectLayout, run_id: str, dagster_home: str | None) 
 
 
 def release_owner(project: ProjectLayout, run_id: str) -> None:
+    """The run ended: its owner record and folder journal (``runs.scratch``) go."""
     with contextlib.suppress(FileNotFoundError):
         (owners_dir(project) / f"{run_id}.json").unlink()
+    with contextlib.suppress(FileNotFoundError):
+        (owners_dir(project) / f"{run_id}.folders").unlink()
 
 
 def read_owners(project: ProjectLayout) -> list[RunOwner]:
