@@ -507,19 +507,18 @@ class RunSupervisor:
         while True:
             try:
                 if handle is None:
-                    relay.catch_up()  # lines printed while nobody listened (and, at a resume, all since the cursor)
-                    if relay.exit_code is not None:
-                        self._outcome.exit_code = relay.exit_code
-                        return
+                    # Attach first, then read the log: no line can fall between the two (the
+                    # stream's lines already read from the log are skipped by their numbers).
                     handle = sandbox.commands.connect(pid, timeout=0)
                     relay.reconnected()
                     log.info("reattached to the worker's stream (pid %s)", pid)
+                    relay.catch_up()  # lines printed while nobody listened (and, at a resume, all since the cursor)
                 result = handle.wait(on_stdout=relay.feed, on_stderr=stderr.feed)
-                relay.close()
+                self._stream_ended(relay)
                 self._outcome.exit_code = result.exit_code
                 return
             except CommandExitException as exit_:
-                relay.close()
+                self._stream_ended(relay)
                 self._outcome.exit_code = exit_.exit_code
                 return
             except Exception as error:
@@ -556,6 +555,13 @@ class RunSupervisor:
                 )
                 time.sleep(0.2)
                 continue
+
+    @staticmethod
+    def _stream_ended(relay: Any) -> None:
+        """The worker exited: whatever its stream did not deliver (no `exit` line yet) is in the log."""
+        relay.close()
+        if relay.exit_code is None:
+            relay.catch_up()
 
     def _sandbox_gone(self, sandbox: Sandbox) -> str | None:
         """Why the sandbox is gone, or None if it is running or cannot be told apart from a blip."""
