@@ -1,9 +1,10 @@
 """The conformance corpora through every way a run starts: the same CSV bytes, the database's own text.
 
 One pipeline extracts the MariaDB and the PostgreSQL corpus (tests/sources/corpus.py) and writes
-each as CSV. It runs through ``osiris-dagster run -v``, ``dagster job execute`` and one remote run
-on the local sandbox server (``dagster job launch`` with the E2B launcher); each run's files must be
-byte-identical, and equal to the servers' own text (raw text protocol; ``COPY ... TO STDOUT``).
+each as CSV. It runs through ``osiris-dagster run -v`` (on MySQL's fast path, and again forced onto
+the generic path), ``dagster job execute`` and one remote run on the local sandbox server
+(``dagster job launch`` with the E2B launcher); each run's files must be byte-identical, and equal
+to the servers' own text (raw text protocol; ``COPY ... TO STDOUT``).
 No console output of any of them may carry a Rust panic.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from osiris_dagster.sources.mysql_reader import FORCE_PATH_ENV
 from tests.conftest import dagster_bin, run_cli
 from tests.remote.conftest import dagster_launch, instance_for, remote_home, sandbox_server, wait_for_run
 from tests.sources.corpus import POSTGRES_COLUMNS, POSTGRES_SETUP, rows_sql
@@ -116,6 +118,12 @@ def test_the_corpus_gives_the_same_bytes_however_the_run_starts(
     assert cli.returncode == 0, consoles[-1][-3000:]
     by_cli = outputs(corpus_project)
 
+    # The same run on MySQL's generic path (pymysql's raw text protocol, connectorx skipped).
+    generic = run_cli(["run", "corpus", "-v"], cwd=corpus_project, env={**clean_env, FORCE_PATH_ENV: "generic"})
+    consoles.append(generic.stdout + generic.stderr)
+    assert generic.returncode == 0, consoles[-1][-3000:]
+    by_generic_path = outputs(corpus_project)
+
     executed = subprocess.run(
         [dagster_bin(), "job", "execute", "-m", "osiris_dagster.definitions", "-a", "defs", "-j", "corpus"],
         cwd=corpus_project,
@@ -136,7 +144,7 @@ def test_the_corpus_gives_the_same_bytes_however_the_run_starts(
         consoles.extend(entry.user_message or "" for entry in instance.all_logs(run_id))
     by_remote = outputs(corpus_project)
 
-    assert by_cli == by_execute == by_remote
+    assert by_cli == by_generic_path == by_execute == by_remote
     names, rows = server_text(mariadb_database, "SELECT * FROM corpus ORDER BY id")
     assert by_cli["mariadb.csv"] == expected_csv(names, rows)
     assert by_cli["postgres.csv"] == postgres_copy(postgres_database)
