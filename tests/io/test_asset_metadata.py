@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from unittest.mock import patch
 from urllib.parse import urlparse
 
 import dagster as dg
@@ -152,7 +153,10 @@ def _asset_nodes_over_graphql(project: Path, env: dict[str, str]) -> dict[str, d
     previous = os.getcwd()
     os.chdir(project)  # workspace.yaml's working_directory is relative to it
     try:
+        # The code server is a subprocess of this one: it must see the test's environment, not
+        # whatever OSIRIS_PROJECT_DIR an earlier in-process test left in os.environ.
         with (
+            patch.dict(os.environ, env, clear=True),
             dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance,
             WorkspaceProcessContext(instance, WorkspaceFileTarget(paths=["workspace.yaml"])) as context,
         ):
