@@ -6,8 +6,10 @@ that starts it, because a skipped database test in CI hides a broken product.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -122,3 +124,25 @@ def mariadb_url(mariadb_database: str):  # type: ignore[no-untyped-def]
     return URL.create(
         "mysql+pymysql", username="root", password="", host="127.0.0.1", port=3306, database=mariadb_database
     )
+
+
+@contextlib.contextmanager
+def running_daemon(project: Path, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen, Path]]:
+    """A real `dagster-daemon run` over the project's workspace, in its own session, stopped whole after.
+
+    Yields the process and its log file (daemon output, for failure messages)."""
+    log = project / "dagster-daemon.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", "workspace.yaml"],
+            cwd=project,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield process, log
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)

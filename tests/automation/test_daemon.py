@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +16,7 @@ from osiris_dagster.instance_storage import ensure_storage
 from osiris_dagster.project import ProjectLayout
 from osiris_dagster.session.reader import SessionRecord
 from tests.automation.helpers import extend_pipeline
-from tests.conftest import run_cli
+from tests.conftest import run_cli, running_daemon
 
 DEADLINE_SECONDS = 150
 
@@ -65,42 +63,28 @@ def test_daemon_sensor_sees_a_mariadb_change_and_its_run_succeeds(
         "OSIRIS_PARAM_MOVIES_DB": "mysql.movies",
         "MYSQL_DATABASE": mariadb_database,
     }
-    log = project / "dagster-daemon.log"
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [daemon_bin(), "run", "-w", "workspace.yaml"],
-            cwd=project,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        with dg.DagsterInstance.from_config(str(home)) as instance:
-            baseline = wait_for("the sensor's baseline", lambda: sensor_cursor(instance), log, process)
-            assert "extract-actors" in baseline
-            assert not instance.get_runs(), "the baseline must not request runs"
+    with running_daemon(project, env) as (process, log), dg.DagsterInstance.from_config(str(home)) as instance:
+        baseline = wait_for("the sensor's baseline", lambda: sensor_cursor(instance), log, process)
+        assert "extract-actors" in baseline
+        assert not instance.get_runs(), "the baseline must not request runs"
 
-            connection = mariadb_connect(mariadb_database)
-            with connection.cursor() as cursor:
-                cursor.execute("INSERT INTO actors (id, name) VALUES (9001, 'Sensor Seen')")
-            connection.close()
+        connection = mariadb_connect(mariadb_database)
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO actors (id, name) VALUES (9001, 'Sensor Seen')")
+        connection.close()
 
-            def finished_run():  # type: ignore[no-untyped-def]
-                runs = instance.get_runs()
-                return runs[0] if runs and runs[0].is_finished else None
+        def finished_run():  # type: ignore[no-untyped-def]
+            runs = instance.get_runs()
+            return runs[0] if runs and runs[0].is_finished else None
 
-            run = wait_for("the requested run to finish", finished_run, log, process)
-            assert run.status == dg.DagsterRunStatus.SUCCESS, log.read_text()[-4000:]
-            assert run.tags["osiris/changed_steps"] == "extract-actors"
-            assert set(run.asset_selection or []) == {
-                dg.AssetKey(["movies_to_csv", "extract_actors"]),
-                dg.AssetKey(["movies_to_csv", "write_actors_csv"]),
-            }
-            assert len(instance.get_runs()) == 1
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
+        run = wait_for("the requested run to finish", finished_run, log, process)
+        assert run.status == dg.DagsterRunStatus.SUCCESS, log.read_text()[-4000:]
+        assert run.tags["osiris/changed_steps"] == "extract-actors"
+        assert set(run.asset_selection or []) == {
+            dg.AssetKey(["movies_to_csv", "extract_actors"]),
+            dg.AssetKey(["movies_to_csv", "write_actors_csv"]),
+        }
+        assert len(instance.get_runs()) == 1
     with (project / "output" / "actors.csv").open(newline="") as file:
         rows = list(csv.DictReader(file))
     assert {"id": "9001", "name": "Sensor Seen"}.items() <= rows[-1].items()

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
-import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,8 +12,8 @@ import pytest
 from osiris_dagster.errors import PipelineSpecError
 from osiris_dagster.spec.loader import load_pipeline
 from tests.automation.helpers import DEMO_PIPELINE, extend_pipeline, repository
-from tests.automation.test_daemon import daemon_bin, wait_for
-from tests.conftest import run_cli
+from tests.automation.test_daemon import wait_for
+from tests.conftest import run_cli, running_daemon
 from tests.e2e.demo_expectations import DEMO_TABLES, assert_session_valid
 from tests.e2e.test_installed_wheel import assert_csv_has_the_source_rows
 
@@ -99,37 +96,23 @@ def test_daemon_runs_an_on_cron_pipeline_through_its_automation_sensor(
     home = Path(clean_env["DAGSTER_HOME"])
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = {**clean_env, "OSIRIS_PROJECT_DIR": str(project)}
-    log = project / "dagster-daemon.log"
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [daemon_bin(), "run", "-w", "workspace.yaml"],
-            cwd=project,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        with dg.DagsterInstance.from_config(str(home)) as instance:
+    with running_daemon(project, env) as (process, log), dg.DagsterInstance.from_config(str(home)) as instance:
 
-            def finished_run():  # type: ignore[no-untyped-def]
-                runs = instance.get_runs()
-                return runs[0] if runs and runs[0].is_finished else None
+        def finished_run():  # type: ignore[no-untyped-def]
+            runs = instance.get_runs()
+            return runs[0] if runs and runs[0].is_finished else None
 
-            run = wait_for("the automation sensor's run to finish", finished_run, log, process, timeout=240)
-            assert run.status == dg.DagsterRunStatus.SUCCESS, log.read_text()[-4000:]
-            assert len(instance.get_runs()) == 1
-            created = instance.get_run_record_by_id(run.run_id).create_timestamp
-            assert created.timestamp() >= tick.timestamp(), f"requested at {created}, before the tick {tick}"
-            assert run.tags.get("dagster/sensor_name") == AUTOMATION_SENSOR, run.tags
-            assert {key.to_user_string() for key in run.asset_selection or []} == {
-                f"movies_to_csv/{kind}_{table}{suffix}"
-                for table in DEMO_TABLES
-                for kind, suffix in (("extract", ""), ("write", "_csv"))
-            }
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
+        run = wait_for("the automation sensor's run to finish", finished_run, log, process, timeout=240)
+        assert run.status == dg.DagsterRunStatus.SUCCESS, log.read_text()[-4000:]
+        assert len(instance.get_runs()) == 1
+        created = instance.get_run_record_by_id(run.run_id).create_timestamp
+        assert created.timestamp() >= tick.timestamp(), f"requested at {created}, before the tick {tick}"
+        assert run.tags.get("dagster/sensor_name") == AUTOMATION_SENSOR, run.tags
+        assert {key.to_user_string() for key in run.asset_selection or []} == {
+            f"movies_to_csv/{kind}_{table}{suffix}"
+            for table in DEMO_TABLES
+            for kind, suffix in (("extract", ""), ("write", "_csv"))
+        }
     status = assert_session_valid(project / "logs" / f"run_{run.run_id}", steps=10)
     assert status["ok"] is True
     source = sqlite3.connect(project / ".osiris" / "demo" / "movies.sqlite")

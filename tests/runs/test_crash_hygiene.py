@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from osiris_dagster.instance_storage import ensure_storage
-from tests.conftest import run_cli
+from tests.conftest import run_cli, running_daemon
 
 ROWS = 400_000
 PIPELINE = {
@@ -148,25 +148,12 @@ def logs_list(project: Path, env: dict[str, str]) -> dict[str, str]:
 
 def wait_for_daemon_to_mark_failed(project: Path, env: dict[str, str], home: str, run_id: str) -> None:
     ensure_storage(Path(home))
-    log = project / "dagster-daemon.log"
-    with log.open("w") as output:
-        daemon = subprocess.Popen(
-            [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", "workspace.yaml"],
-            cwd=project,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
+    with running_daemon(project, env) as (daemon, log):
         deadline = time.monotonic() + 180
         while run_status(home, run_id) != dg.DagsterRunStatus.FAILURE:
             assert daemon.poll() is None, f"the daemon exited:\n{log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"the daemon did not mark the run failed:\n{log.read_text()[-3000:]}"
             time.sleep(1)
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        daemon.wait(timeout=60)
 
 
 @pytest.mark.e2e
