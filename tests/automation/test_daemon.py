@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,10 +18,6 @@ from tests.automation.helpers import extend_pipeline
 from tests.conftest import run_cli, running_daemon
 
 DEADLINE_SECONDS = 150
-
-
-def daemon_bin() -> str:
-    return str(Path(sys.executable).with_name("dagster-daemon"))
 
 
 def wait_for(what: str, probe, log: Path, process: subprocess.Popen, timeout: float = DEADLINE_SECONDS):  # type: ignore[no-untyped-def]
