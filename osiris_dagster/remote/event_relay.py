@@ -15,8 +15,8 @@ means a gap, which is filled from the log before anything after it is handled. S
 handled exactly once whatever mix of streams and log reads delivered it.
 
 Event lines are masked (`secrets.mask_text`, defence in depth: the sandbox masks already),
-deserialized and stored in batches (`EventBatchWriter`: one transaction per run of plain events,
-``handle_new_event`` for events that move run status or asset records). The run's terminal event
+deserialized and stored in batches (`EventBatchWriter`: one transaction per database for a chunk's
+events, asset and check effects included; ``handle_new_event`` for run-status events). The run's terminal event
 (RUN_SUCCESS, RUN_FAILURE, RUN_CANCELED) is **held back**: the supervisor stores it only after the
 result archive is in the project (`release_held`), so a run that reads SUCCESS has its files.
 
