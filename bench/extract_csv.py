@@ -16,7 +16,9 @@ child from ``wait4``):
 * the same two steps run apart (``extract_to_staging``, then ``write_csv`` from the staged file):
   what a run that materializes only the writer does.
 
-and prints the median of ``--runs`` runs, the ratio product / mysql and the peak RSS.
+and prints the median of ``--runs`` runs, the ratio product / mysql, the peak RSS, the CPU
+seconds of the child and of the MariaDB server during it (``/proc/<mariadbd>/stat``), and the
+load average before and after.
 Targets: ratio <= 1.0; peak RSS <= 200 MB and not growing with the row count.
 """
 
@@ -119,39 +121,74 @@ def ensure_table(rows: int) -> str:
     return table
 
 
-def run_measured(command: list[str], stdout_path: Path | None) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one fresh child process."""
+def server_cpu() -> float:
+    """CPU seconds (user + system) the MariaDB server process has used so far; 0 if not found.
+
+    Both the client and the server run on the same 2 cores, so a method's wall time is bounded by
+    (server CPU + client CPU) / 2: the figure says which side a saving would have to come from.
+    Other work on the machine that queries the server is counted too.
+    """
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                name, rest = stat.read().split(") ", 1)
+        except OSError:
+            continue
+        if name.endswith("(mariadbd") or name.endswith("(mysqld"):
+            fields = rest.split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+Measured = tuple[float, float, float, float]  # wall s, peak RSS MB, client CPU s, server CPU s
+
+
+def run_measured(command: list[str], stdout_path: Path | None) -> Measured:
+    """Wall seconds, peak RSS (MB), CPU seconds of one fresh child process and of the server."""
     stdout = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL  # noqa: SIM115
     try:
+        server_before = server_cpu()
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE, cwd=REPO)
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - started
+        server = server_cpu() - server_before
     finally:
         if stdout_path:
             stdout.close()
     stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{command[0]} failed: {stderr[-2000:]}")
-    return wall, usage.ru_maxrss / 1024  # Linux: kilobytes
+    # Linux: ru_maxrss in kilobytes
+    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime, server
 
 
-def bench(rows: int, runs: int, workdir: Path) -> dict[str, tuple[float, float]]:
+def bench(rows: int, runs: int, workdir: Path) -> dict[str, Measured]:
     table = ensure_table(rows)
     mysql_cmd = [
         MYSQL, "-h", HOST, "-P", str(PORT), "-u", USER, "--batch", "--quick", "-D", DATABASE,
         "-e", f"SELECT * FROM {table}",
     ]  # fmt: skip
     product_cmd = [sys.executable, "-c", _PRODUCT, table, str(workdir / f"{table}.csv")]
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in _METHODS}
+    results: dict[str, list[Measured]] = {name: [] for name in _METHODS}
     for _ in range(runs):
         # Interleaved, so all see the same cache and machine state.
         results["mysql"].append(run_measured(mysql_cmd, workdir / f"{table}.tsv"))
         results["product"].append(run_measured([*product_cmd, "overlapped"], None))
         results["apart"].append(run_measured([*product_cmd, "apart"], None))
     return {
-        name: (statistics.median(w for w, _ in values), max(r for _, r in values)) for name, values in results.items()
+        name: (
+            statistics.median(m[0] for m in values),
+            max(m[1] for m in values),
+            statistics.median(m[2] for m in values),
+            statistics.median(m[3] for m in values),
+        )
+        for name, values in results.items()
     }
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def main() -> None:
@@ -160,6 +197,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     sizes = args.rows or [1_000_000, 5_000_000]
+    load_before = _load()
     report = []
     with tempfile.TemporaryDirectory(prefix="osiris-bench-") as tmp:
         workdir = Path(tmp)
@@ -171,15 +209,19 @@ def main() -> None:
                 path.unlink()
     print()
     print(f"median of {args.runs} runs, fresh subprocess each, wall incl. interpreter start + imports")
-    header = f"| {'rows':>10} | {'method':<32} | {'wall s':>7} | {'rows/s':>9} | {'x mysql':>7} | {'peak RSS MB':>11} |"
+    print(f"load average before / after: {load_before} / {_load()}")
+    header = (
+        f"| {'rows':>10} | {'method':<32} | {'wall s':>7} | {'rows/s':>9} | {'x mysql':>7} | {'peak RSS MB':>11} "
+        f"| {'client CPU s':>12} | {'server CPU s':>12} |"
+    )
     print(header)
     print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
     for rows, figures, csv_size in report:
         base = figures["mysql"][0]
         for name, label in _METHODS.items():
-            wall, rss = figures[name]
+            wall, rss, client, server = figures[name]
             cells = f"{rows:>10,} | {label:<32} | {wall:>7.2f} | {rows / wall:>9,.0f} | {wall / base:>7.2f}"
-            print(f"| {cells} | {rss:>11.0f} |")
+            print(f"| {cells} | {rss:>11.0f} | {client:>12.2f} | {server:>12.2f} |")
         print(f"|            | (CSV {csv_size:.0f} MB)")
 
 
