@@ -54,6 +54,8 @@ __all__ = [
     "SQL_TYPE_KEY",
     "BatchConsumer",
     "ExtractedTable",
+    "StagedBatch",
+    "StagedBatchReader",
     "StagedFile",
     "iter_staged_batches",
     "open_staged",
@@ -120,9 +122,15 @@ def prune_staged(asset_dir: Path, keep_runs: set[str]) -> list[Path]:
 
 
 class BatchConsumer(Protocol):
-    """Something that receives every staged batch while the extraction runs (e.g. a CSV preparation)."""
+    """Something told of every staged batch while the extraction runs (e.g. a CSV preparation).
 
-    def put(self, batch: pa.RecordBatch) -> None: ...
+    It gets where the batch lies in the file being written, not the batch: it reads the batch
+    back (``StagedBatchReader``) at its own pace, so a consumer slower than the source never
+    holds batches in memory, nor makes the source's reader hold them (connectorx reads ahead
+    without bound while its batches are not taken: peak RSS would grow with the table).
+    """
+
+    def put(self, where: StagedBatch) -> None: ...
 
     def finish(self, table: ExtractedTable) -> None: ...
 
@@ -163,6 +171,44 @@ def iter_staged_batches(path: Path) -> Iterator[pa.RecordBatch]:
 # --------------------------------------------------------------------------------------------
 # Staged file writing
 
+# An IPC file starts with "ARROW1" padded to 8 bytes; the schema message follows, written with
+# the first batch.
+_FILE_MAGIC_BYTES = 8
+
+
+@dataclass(frozen=True)
+class StagedBatch:
+    """Where one batch lies in a staged file being written (readable once ``write`` returned)."""
+
+    path: Path  # the scratch file being written (renamed onto the target when complete)
+    offset: int
+    length: int
+    rows: int
+
+
+class StagedBatchReader:
+    """Reads batches of a staged file while it is still being written.
+
+    The bytes come from the page cache (~0.05 s per 1M benchmark rows), not from memory the
+    process holds. Open it while the file is being written (before the extraction renames it);
+    the open file stays readable after the rename.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.schema = schema
+        self._source = pa.OSFile(str(path), "rb")
+
+    def read(self, where: StagedBatch) -> pa.RecordBatch:
+        data = self._source.read_at(where.length, where.offset)
+        # The first batch's bytes also hold the schema message: the batch is the last message.
+        for message in pa.ipc.MessageReader.open_stream(data):
+            if message.type == "record batch":
+                return pa.ipc.read_record_batch(message, self.schema)
+        raise ValueError(f"no record batch at {where.path}:{where.offset}")
+
+    def close(self) -> None:
+        self._source.close()
+
 
 class StagedFile:
     """An IPC file written under a temp name and moved onto ``target`` only when complete."""
@@ -176,9 +222,14 @@ class StagedFile:
         self._sink = pa.OSFile(str(self.temp), "wb")
         self._writer = pa.ipc.new_file(self._sink, schema)
 
-    def write(self, batch: pa.RecordBatch) -> None:
-        if batch.num_rows:
-            self._writer.write_batch(batch)
+    def write(self, batch: pa.RecordBatch) -> StagedBatch | None:
+        """Append ``batch`` (through to the OS: readable at once); None for an empty batch."""
+        if not batch.num_rows:
+            return None
+        start = self._sink.tell() or _FILE_MAGIC_BYTES
+        self._writer.write_batch(batch)
+        end = self._sink.tell()
+        return StagedBatch(self.temp, start, end - start, batch.num_rows)
 
     def commit(self) -> None:
         self._writer.close()

@@ -48,7 +48,14 @@ from sqlalchemy.engine import URL, make_url
 from osiris_dagster.arrow_memory import use_streaming_memory_pool
 from osiris_dagster.formats.python_text import storage_class, value_text
 from osiris_dagster.sources.errors import SourceError
-from osiris_dagster.staging import BatchConsumer, ExtractedTable, open_staged, staged_file, text_schema
+from osiris_dagster.staging import (
+    BatchConsumer,
+    ExtractedTable,
+    StagedBatch,
+    open_staged,
+    staged_file,
+    text_schema,
+)
 
 __all__ = ["SourceError", "extract_to_staging"]
 
@@ -72,8 +79,8 @@ def extract_to_staging(
 
     ``progress(rows_so_far)`` is called after every staged batch; ``log`` receives the one line a
     fallback from the fast MySQL path leaves. Each of ``consumers`` is made with the staged schema,
-    gets every staged batch as it is staged, and ``finish(table)`` once the staged file is complete
-    (``abandon()`` if the extraction fails).
+    is told where every batch lies in the staged file as soon as it is written (``put``), and
+    gets ``finish(table)`` once the staged file is complete (``abandon()`` if the extraction fails).
     """
     use_streaming_memory_pool()
     url = make_url(url)
@@ -119,9 +126,9 @@ class _Sinks:
     def start(self, schema: pa.Schema) -> None:
         self.consumers = [make(schema) for make in self.factories]
 
-    def put(self, batch: pa.RecordBatch) -> None:
+    def put(self, where: StagedBatch) -> None:
         for consumer in self.consumers:
-            consumer.put(batch)
+            consumer.put(where)
 
     def finish(self, table: ExtractedTable) -> None:
         for consumer in self.consumers:
@@ -140,9 +147,9 @@ def _stage(
     try:
         with staged_file(target, schema) as staged:
             for batch in batches:
-                batch = _with_schema(batch, schema)
-                staged.write(batch)
-                sinks.put(batch)
+                where = staged.write(_with_schema(batch, schema))
+                if where is not None:
+                    sinks.put(where)
                 rows += batch.num_rows
                 if progress is not None:
                     progress(rows)
