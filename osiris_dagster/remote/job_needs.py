@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -151,6 +153,32 @@ def loopback_connections(
         if host is not None and _is_loopback(host):
             found[connection.reference] = host
     return sorted(found.items())
+
+
+def writes_outside_project(
+    project: ProjectLayout, job_name: str, run_params: Mapping[str, Any], environ: Mapping[str, str]
+) -> list[tuple[str, str]]:
+    """``(step id, path)`` of each file the job would write outside the project folder.
+
+    Such a path is allowed locally when the project declares its folder in ``output_roots``
+    (``osiris.yaml``), but a sandbox has only a copy of the project, and its result archive brings
+    back nothing outside it (``remote/result_archive.py``): the run would succeed and the file
+    would never appear. Paths are resolved with the run's parameters, as the step will resolve them.
+    """
+    pipeline = find_job_pipeline(project, job_name)
+    if pipeline is None:
+        return []
+    params = effective_params(pipeline.params, run_params, environ)
+    root = Path(os.path.realpath(project.root))
+    found: list[tuple[str, str]] = []
+    for step in pipeline.steps:
+        component, config = check_step(pipeline, step, params, project=project)
+        if component.name != "filesystem.csv_writer":
+            continue
+        target = Path(os.path.realpath(project.resolve(str(config["path"]))))
+        if not target.is_relative_to(root):
+            found.append((step.id, str(target)))
+    return found
 
 
 def _connection_host(fields: Mapping[str, Any]) -> str | None:

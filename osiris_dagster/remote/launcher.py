@@ -106,6 +106,7 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
         self.settings.sdk_kwargs()  # fail the launch now, with an actionable message, if unconfigured
         _refuse_default_template(self.settings)
         _refuse_incremental_steps(run)
+        _refuse_writes_outside_project(run)
         if self.settings.backend == "e2b":
             _refuse_loopback_connections(run)
         files = RunFiles.for_run(self._instance.root_directory, run.run_id)
@@ -315,6 +316,30 @@ def _refuse_incremental_steps(run: DagsterRun) -> None:
             f"E2BRunLauncher: {pipeline.name} has incremental steps ({', '.join(steps)}); their committed "
             "cursor and appended CSV live on the host, so sandboxed runs cannot continue them yet. "
             "Run this job with the default run launcher (e.g. `osiris-dagster run`)."
+        )
+
+
+def _refuse_writes_outside_project(run: DagsterRun) -> None:
+    """Fail the launch of a job writing under an ``output_roots`` folder outside the project.
+
+    The sandbox writes into its copy of the project and only the project comes back, so the
+    file would silently never reach the host's folder (``job_needs.writes_outside_project``).
+    """
+    from osiris_dagster.project import ProjectLayout
+    from osiris_dagster.remote.job_needs import writes_outside_project
+
+    try:
+        found = writes_outside_project(
+            ProjectLayout.discover(_project_dir(run)), run.job_name, _run_params(run.run_config), os.environ
+        )
+    except Exception:  # a broken pipeline fails in the sandbox with its own message
+        return
+    if found:
+        listed = ", ".join(f"{step} -> {path}" for step, path in found)
+        raise RuntimeError(
+            f"E2BRunLauncher: {listed}: a sandboxed run brings back only files inside the project folder, "
+            "so a file under an output_roots folder outside it would never arrive here. Write inside the "
+            "project (and copy it on), or run this job with the default run launcher."
         )
 
 

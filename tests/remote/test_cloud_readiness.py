@@ -73,3 +73,36 @@ def test_cloud_backend_passes_no_deprecated_sdk_argument() -> None:
     assert SandboxSettings(backend="e2b").sdk_kwargs(environ) == {"api_key": "k", "domain": "e2b.example.org"}
     with pytest.raises(SandboxConfigError, match="domain"):
         SandboxSettings(backend="e2b", api_url="http://127.0.0.1:1").sdk_kwargs(environ)
+
+
+_EXPORT_OUTSIDE = """\
+oml_version: "0.1.0"
+name: export-outside
+steps:
+- id: extract-actors
+  component: sql.extractor
+  mode: read
+  config: {connection: "@sqlite.movies", query: "SELECT * FROM actors ORDER BY id"}
+- id: write-actors-outside
+  component: filesystem.csv_writer
+  mode: write
+  needs: ["extract-actors"]
+  config: {path: "%s/actors.csv"}
+"""
+
+
+def test_a_write_under_an_output_root_outside_the_project_is_refused_at_launch(  # type: ignore[no-untyped-def]
+    project: Path, remote_home, tmp_path: Path
+) -> None:
+    # Locally this pipeline is valid (the project declares the folder); remotely the file would be
+    # written in the sandbox's copy and never come back, so the launch must say so instead.
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    (project / "osiris.yaml").write_text(f"output_roots:\n  - {exports}\n")
+    (project / "assets" / "export_outside.yaml").write_text(_EXPORT_OUTSIDE % exports)
+    _, env = remote_home()
+    messages = _launch_failure(project, env, job="export_outside")
+    assert f"write-actors-outside -> {exports}/actors.csv" in messages, messages
+    assert "brings back only files inside the project folder" in messages
+    assert list(exports.iterdir()) == []
+    assert not (Path(env["DAGSTER_HOME"]) / "e2b").exists() or not any((Path(env["DAGSTER_HOME"]) / "e2b").iterdir())
