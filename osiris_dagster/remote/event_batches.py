@@ -10,19 +10,25 @@ is a materialization. And why not Dagster's own batching (``DAGSTER_EVENT_BATCH_
 one asset event type, in connections and transactions of its own, so a batch of a real run's
 mixed events could be neither one transaction nor in relay order.
 
-So a batch (what one stdout chunk delivers, ~30-80 events) is written in as few transactions as
-there are databases:
+So a batch (what one stdout chunk delivers, ~17-80 events) is written in as few transactions as
+there are databases, on connections kept open for the writer's life (SQLite: one engine per
+database file; PostgreSQL: one small pool per URL for the process, `_postgres_engine`) — Dagster's
+own engines connect, and on SQLite checkpoint the WAL on close, for every statement:
 
-* **PostgreSQL**: ONE transaction for everything — the ``event_logs`` rows in relay order, the
-  ``asset_event_tags``, the ``asset_keys`` index, the ``asset_check_executions``. A batch is
+* **PostgreSQL**: ONE transaction for everything — the ``event_logs`` rows in relay order (one
+  ``INSERT ... RETURNING id`` for all of them: the ids key the asset and check tables), the
+  ``asset_event_tags``, the ``asset_keys`` index, the ``asset_check_executions``, and the
+  ``runs`` row of run-status events when run storage is the same database. A batch is
   all-or-nothing; a relay that dies mid-batch stores it again from its cursor.
-* **SQLite** (a shard per run plus the ``index`` shard): the index shard's transaction first
-  (mirror rows of asset and check events, tags, ``asset_keys``, check executions — what
-  Dagster's SQLite storage puts there), under ``BEGIN IMMEDIATE`` so concurrent relays wait on
-  the lock instead of failing with "database is locked"; then the run shard's rows in one
-  transaction. A relay killed between the two commits has not advanced its cursor, so it
-  stores the batch again; the index part then skips the events whose mirror row (same run,
-  same serialized event) is already there. Either way each event ends up stored once.
+* **SQLite** (a shard per run, the ``index`` shard, ``runs.db``): the index shard's transaction
+  first (mirror rows of asset, check and run-status events, tags, ``asset_keys``, check
+  executions — what Dagster's SQLite storage puts there), then ``runs.db`` (run-status
+  effects), then the run shard's rows, each under ``BEGIN IMMEDIATE`` so concurrent relays wait
+  on the lock instead of failing with "database is locked". A relay killed between two commits
+  has not advanced its cursor, so it stores the batch again: the index part skips the events
+  whose mirror row (same run, same serialized event) is already there, and a run-status update
+  applied again leaves the same row (its values come from the event). The run shard goes last
+  because `EventRelay.reconcile` treats events found there as stored, effects included.
 
 Row contents are Dagster's own: ``_event_to_row`` for asset, check and other events with
 effects, and for **plain** events (step, output, log, engine events — the bulk of a run, whose
@@ -30,16 +36,21 @@ row is all there is) the same columns built from the line's JSON (`PlainEvent`),
 deserialize/serialize round trip that alone cost ~370 µs per event. Effects follow Dagster
 1.13's ``store_event`` of each storage: tags through Dagster's ``_store_asset_event_tags``, the
 values of ``asset_keys`` from ``_get_asset_entry_values``, the check execution rows as
-``store_asset_check_event`` writes them (written here only because Dagster's functions open
-connections of their own, outside the batch's transaction). ``asset_keys`` gets one upsert per
-asset key per batch, in key order, with the values of the batch's events merged in relay order
-(the row an event-by-event upsert would leave) — sorted so that two relays' transactions never
-lock the same keys in opposite orders (a deadlock on PostgreSQL).
+``store_asset_check_event`` writes them, the run row as run storage's ``handle_run_event``
+updates it (`_handle_run_event`: status, body, start/end time, update time, failure-reason tag)
+— written here only because Dagster's functions open connections of their own, outside the
+batch's transaction. ``asset_keys`` gets one upsert per asset key per batch, in key order, with
+the values of the batch's events merged in relay order (the row an event-by-event upsert would
+leave) — sorted so that two relays' transactions never lock the same keys in opposite orders (a
+deadlock on PostgreSQL). Schema facts (tables, index columns, check support) are looked up once
+per writer.
 
-Run-status events (RUN_START, RUN_SUCCESS, ...) go through ``handle_new_event``, one by one,
-after everything before them is committed: they are a handful per run, and they move the run's
-status in run storage too. So are all events of a storage that is neither SQLite's nor
-PostgreSQL's (plain events are still batched for any `SqlEventLogStorage`).
+Through ``handle_new_event``, one by one, after everything before them is committed: a
+RUN_FAILURE when run retries are enabled (Dagster then decides the retry and tags the run), run
+events whose run storage is not the event storage's kind/database, and every event of a storage
+that is neither SQLite's nor PostgreSQL's (plain events are still batched for any
+`SqlEventLogStorage`). The relay hands the run's terminal event over alone, after the result
+archive is in place (`EventRelay.release_held`).
 
 Deliberately not done: in-process subscribers (``instance.add_event_listener``) of batched events
 are not called — the supervisor has none; the UI and the daemon read storage.
@@ -48,7 +59,9 @@ are not called — the supervisor has none; the UI and the daemon read storage.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -56,9 +69,19 @@ from typing import Any
 
 import sqlalchemy as db
 from dagster import DagsterInstance, deserialize_value, serialize_value
-from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS, PIPELINE_EVENTS, DagsterEventType
+from dagster._core.events import (
+    ASSET_CHECK_EVENTS,
+    ASSET_EVENTS,
+    EVENT_TYPE_TO_PIPELINE_RUN_STATUS,
+    PIPELINE_EVENTS,
+    DagsterEvent,
+    DagsterEventType,
+    JobFailureData,
+    RunFailureReason,
+)
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
 from dagster._core.storage.event_log.migration import ASSET_KEY_INDEX_COLS
 from dagster._core.storage.event_log.schema import (
     AssetCheckExecutionsTable,
@@ -68,9 +91,13 @@ from dagster._core.storage.event_log.schema import (
 )
 from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
+from dagster._core.storage.runs.schema import RunsTable, RunTagsTable
+from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+from dagster._core.storage.tags import RUN_FAILURE_REASON_TAG
+from dagster._time import datetime_from_timestamp
+from dagster._utils.merger import merge_dicts
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.pool import NullPool
 
 # Types whose storing does more than insert their row (asset index, checks, run status, wipes).
 _EFFECT_TYPES = frozenset(
@@ -124,14 +151,23 @@ def _is_check_event(entry: EventLogEntry) -> bool:
 
 
 class EventBatchWriter:
+    """Stores batches of one host instance's events; keeps its database connections for its life."""
+
     def __init__(self, instance: DagsterInstance) -> None:
         self._instance = instance
         storage = instance.event_log_storage
         self._storage = storage if isinstance(storage, SqlEventLogStorage) else None
         self._sqlite = storage if isinstance(storage, SqliteEventLogStorage) else None
         self._postgres = self._storage is not None and self._storage.__class__.__name__ == "PostgresEventLogStorage"
-        self._index_engine: db.Engine | None = None
-        self._has_tags_table: bool | None = None
+        self._run_events = _RunEvents(instance, self._sqlite is not None, self._postgres)
+        self._engines: dict[str, db.Engine] = {}
+        # Engines hold pooled connections; dispose of them when the writer goes, whoever forgets `close`.
+        self._finalizer = weakref.finalize(self, _dispose_all, self._engines)
+        self._lookups: dict[str, bool] = {}
+
+    def close(self) -> None:
+        """Close the kept connections (also done when the writer is garbage collected)."""
+        self._finalizer()
 
     def store(self, items: Sequence[EventLogEntry | PlainEvent]) -> None:
         """Store ``items`` in order; returns when every one is committed."""
@@ -147,10 +183,10 @@ class EventBatchWriter:
 
     def _batches(self, entry: EventLogEntry) -> bool:
         """Whether this writer stores ``entry`` itself (else: ``handle_new_event``)."""
-        event = entry.dagster_event
-        if event is not None and event.event_type in PIPELINE_EVENTS:
+        if self._sqlite is None and not self._postgres:
             return False
-        return self._sqlite is not None or self._postgres
+        event = entry.dagster_event
+        return event is None or event.event_type not in PIPELINE_EVENTS or self._run_events.batches(event)
 
     def _write(self, items: list[EventLogEntry | PlainEvent]) -> None:
         storage = self._storage
@@ -162,18 +198,28 @@ class EventBatchWriter:
             return
         kept = [item for item in items if isinstance(item, PlainEvent) or self._instance.should_store_event(item)]
         rows = [self._row(item) for item in kept]
+        run_events = [item for item in kept if isinstance(item, EventLogEntry) and _is_run_event(item)]
         if self._postgres:
-            with storage.index_transaction() as connection:
-                ids = _insert(connection, rows, kept)
+            with self._postgres_engine().begin() as connection:
+                ids = _insert(connection, rows)
                 self._store_effects(connection, kept, ids)
+                if run_events:
+                    self._run_events.apply(connection, run_events, self._lookup)
             return
         if self._sqlite is not None:
             self._store_index_shard(kept, rows)
+            if run_events:
+                # Before the run shard's rows: a relay killed between the two commits stores the
+                # batch again, and a run-status update applied twice leaves the same row.
+                with self._engine("runs", self._run_events.new_sqlite_engine).begin() as connection:
+                    self._run_events.apply(connection, run_events, self._lookup)
         by_run: dict[str, list[dict[str, Any]]] = {}
         for row in rows:  # one relay serves one run; keep it correct for mixed input anyway
             by_run.setdefault(row["run_id"], []).append(row)
         for run_id, run_rows in by_run.items():
-            with storage.run_connection(run_id) as connection:
+            # Another SQL storage (MySQL's): plain events only, on Dagster's own connection.
+            shard = self._run_shard(run_id) if self._sqlite is not None else storage.run_connection(run_id)
+            with shard as connection:
                 connection.execute(SqlEventLogStorageTable.insert(), run_rows)
 
     def _row(self, item: EventLogEntry | PlainEvent) -> dict[str, Any]:
@@ -191,45 +237,67 @@ class EventBatchWriter:
             "partition": None,
         }
 
+    # -- connections, kept for the writer's life ------------------------------------------------
+    def _engine(self, name: str, create: Callable[[], db.Engine]) -> db.Engine:
+        if name not in self._engines:
+            self._engines[name] = create()
+        return self._engines[name]
+
+    def _lookup(self, name: str, look_up: Callable[[], bool]) -> bool:
+        """A schema fact (has this table, this index): looked up once per writer, not per batch."""
+        if name not in self._lookups:
+            self._lookups[name] = look_up()
+        return self._lookups[name]
+
+    def _postgres_engine(self) -> db.Engine:
+        storage = self._storage
+        return _postgres_engine(storage.postgres_url, getattr(storage, "_token_provider", None))  # type: ignore[union-attr]
+
+    @contextmanager
+    def _run_shard(self, run_id: str) -> Iterator[db.Connection]:
+        """A transaction on SQLite's shard of ``run_id``.
+
+        The shard normally exists: ``launch_run`` stored the run's first events on the host. Only
+        if it has no ``event_logs`` table yet is Dagster asked to create it: Dagster's own first
+        connection to a shard checks its alembic revision, ~0.1-0.6 s, once per process and run.
+        """
+        assert self._sqlite is not None
+        name = f"shard:{run_id}"
+        if name not in self._engines:
+            shards = [key for key in self._engines if key.startswith("shard:")]
+            if len(shards) >= _MAX_SHARDS:  # a writer fed many runs keeps only the newest shards open
+                self._engines.pop(shards[0]).dispose()
+            engine = self._engine(name, lambda: _sqlite_engine(self._sqlite.conn_string_for_shard(run_id)))  # type: ignore[union-attr]
+            with engine.connect() as connection:
+                created = db.inspect(connection).has_table(SqlEventLogStorageTable.name)
+            if not created:
+                with self._sqlite.run_connection(run_id):
+                    pass  # Dagster creates the shard's tables (and WAL mode) on its first connection
+        with self._engines[name].begin() as connection:
+            yield connection
+
     # -- SQLite's index shard ----------------------------------------------------------------
     def _store_index_shard(self, items: list[EventLogEntry | PlainEvent], rows: list[dict[str, Any]]) -> None:
-        """Mirror the asset and check events in the index shard, with their effects, unless already there."""
+        """Mirror asset, check and run-status events in the index shard (as Dagster's SQLite storage
+        does), with their effects, unless already there."""
         mirrored = [
             (item, row)
             for item, row in zip(items, rows, strict=True)
-            if not isinstance(item, PlainEvent) and (_is_asset_event(item) or _is_check_event(item))
+            if not isinstance(item, PlainEvent)
+            and (_is_asset_event(item) or _is_check_event(item) or _is_run_event(item))
         ]
         if not mirrored:
             return
-        with self._immediate_index_transaction() as connection:
+        assert self._sqlite is not None
+        engine = self._engine("index", lambda: _sqlite_engine(self._sqlite.conn_string_for_shard(INDEX_SHARD_NAME)))  # type: ignore[union-attr]
+        with engine.begin() as connection:
             present = _stored_texts(
                 connection, {row["run_id"] for _, row in mirrored}, [row["event"] for _, row in mirrored]
             )
             todo = [(item, row) for item, row in mirrored if row["event"] not in present]
             entries = [item for item, _ in todo]
-            ids = _insert(connection, [row for _, row in todo], entries)
+            ids = _insert(connection, [row for _, row in todo])
             self._store_effects(connection, entries, ids)
-
-    @contextmanager
-    def _immediate_index_transaction(self) -> Iterator[db.Connection]:
-        """A transaction on the index shard that holds the write lock from its start.
-
-        Dagster's own (deferred) transactions read before they write; in WAL mode a second writer
-        committing in between makes the first one's write fail at once with "database is locked"
-        instead of waiting. ``BEGIN IMMEDIATE`` takes the lock first, so the busy timeout applies.
-        """
-        assert self._sqlite is not None
-        if self._index_engine is None:
-            engine = db.create_engine(
-                self._sqlite.conn_string_for_shard(INDEX_SHARD_NAME),
-                poolclass=NullPool,
-                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
-            )
-            db.event.listen(engine, "connect", _driver_autocommit)
-            db.event.listen(engine, "begin", _begin_immediate)
-            self._index_engine = engine
-        with self._index_engine.begin() as connection:
-            yield connection
 
     # -- effects (both storages) -----------------------------------------------------------
     def _store_effects(
@@ -247,6 +315,10 @@ class EventBatchWriter:
             self._store_asset_keys(connection, assets)
         for entry, event_id in zip(items, ids, strict=True):
             if isinstance(entry, EventLogEntry) and _is_check_event(entry):
+                if not self._lookup("checks", lambda: storage.supports_asset_checks):
+                    raise RuntimeError(
+                        "Asset checks require a database schema migration. Run `dagster instance migrate`."
+                    )
                 _store_check_event(storage, connection, entry, event_id)
 
     def _store_tags(self, connection: db.Connection, assets: list[tuple[EventLogEntry, int]]) -> None:
@@ -264,20 +336,18 @@ class EventBatchWriter:
             for entry, event_id in assets
             for key, value in storage._tags_for_asset_event(entry).items()
         ]
-        if not rows:
-            return
-        if self._has_tags_table is None:
-            self._has_tags_table = storage.has_table(AssetEventTagsTable.name)
-        if self._has_tags_table:
+        if rows and self._lookup("tags table", lambda: storage.has_table(AssetEventTagsTable.name)):
             connection.execute(AssetEventTagsTable.insert(), rows)
 
     def _store_asset_keys(self, connection: db.Connection, assets: list[tuple[EventLogEntry, int]]) -> None:
         storage = self._storage
         assert storage is not None
         if self._postgres:
-            has_index_cols = storage.has_secondary_index(ASSET_KEY_INDEX_COLS)
+            has_index_cols = self._lookup("index cols", lambda: storage.has_secondary_index(ASSET_KEY_INDEX_COLS))
         else:
-            has_index_cols = storage._has_asset_key_index_cols_on_connection(connection)
+            has_index_cols = self._lookup(
+                "index cols", lambda: storage._has_asset_key_index_cols_on_connection(connection)
+            )
         merged: dict[str, dict[str, Any]] = {}
         for entry, event_id in assets:
             key = entry.dagster_event.asset_key.to_string()  # type: ignore[union-attr]
@@ -298,27 +368,160 @@ class EventBatchWriter:
                 )
 
 
-def _insert(connection: db.Connection, rows: list[dict[str, Any]], items: Sequence[Any]) -> list[int]:
-    """Insert ``rows`` in order: runs of plain rows as one executemany, others one by one for their id.
+def _is_run_event(entry: EventLogEntry) -> bool:
+    return entry.dagster_event is not None and entry.dagster_event.event_type in EVENT_TYPE_TO_PIPELINE_RUN_STATUS
 
-    Only the ids of events with effects are needed (they key the asset and check tables); -1
-    stands for the rest.
+
+class _RunEvents:
+    """The run-status effects of run events (RUN_START, RUN_SUCCESS, ...), on the batch's connection.
+
+    ``handle_new_event`` stores the event, then calls run storage's ``handle_run_event``: status,
+    run body, start/end time, update time, the failure-reason tag. That is reproduced here
+    (`apply`) where run storage shares the batch's database (PostgreSQL: the same transaction)
+    or is SQLite's ``runs.db`` (its own transaction, with a connection kept open). Anything else,
+    and a RUN_FAILURE when run retries are on (Dagster then also decides and tags the retry),
+    goes through ``handle_new_event``.
     """
-    ids: list[int] = []
-    plain: list[dict[str, Any]] = []
-    insert = SqlEventLogStorageTable.insert()
-    for item, row in zip(items, rows, strict=True):
-        if isinstance(item, PlainEvent):
-            plain.append(row)
-            ids.append(-1)
-            continue
-        if plain:
-            connection.execute(insert, plain)
-            plain = []
-        ids.append(int(connection.execute(insert, row).inserted_primary_key[0]))
-    if plain:
-        connection.execute(insert, plain)
-    return ids
+
+    def __init__(self, instance: DagsterInstance, sqlite_events: bool, postgres_events: bool) -> None:
+        self._instance = instance
+        run_storage = instance.run_storage
+        if sqlite_events and isinstance(run_storage, SqliteRunStorage):
+            self._supported = True
+        elif postgres_events and run_storage.__class__.__name__ == "PostgresRunStorage":
+            event_url = getattr(instance.event_log_storage, "postgres_url", None)
+            self._supported = event_url is not None and getattr(run_storage, "postgres_url", None) == event_url
+        else:
+            self._supported = False
+        self._run_storage = run_storage
+
+    def batches(self, event: DagsterEvent) -> bool:
+        if self._run_storage is None or not self._supported:
+            return False
+        return not (event.is_run_failure and self._instance.run_retries_enabled)
+
+    def new_sqlite_engine(self) -> db.Engine:
+        return _sqlite_engine(self._run_storage._conn_string)  # type: ignore[attr-defined]
+
+    def apply(
+        self, connection: db.Connection, entries: list[EventLogEntry], lookup: Callable[[str, Callable[[], bool]], bool]
+    ) -> None:
+        has_stats_cols = lookup("run stats cols", self._run_storage.has_run_stats_index_cols)  # type: ignore[attr-defined]
+        for entry in entries:
+            _handle_run_event(connection, entry, has_stats_cols)
+
+
+def _handle_run_event(connection: db.Connection, entry: EventLogEntry, has_stats_cols: bool) -> None:
+    """``SqlRunStorage.handle_run_event`` (1.13) for one stored run event, on ``connection``."""
+    event = entry.get_dagster_event()
+    run_id = entry.run_id
+    row = connection.execute(
+        db.select(RunsTable.c.run_body, RunsTable.c.status).where(RunsTable.c.run_id == run_id)
+    ).first()
+    if row is None:
+        return
+    # As Dagster's `_row_to_run`: the status column is more trustworthy than the body's.
+    run = deserialize_value(row.run_body, DagsterRun).with_status(DagsterRunStatus(row.status))
+    new_status = EVENT_TYPE_TO_PIPELINE_RUN_STATUS[event.event_type]
+    updated = run.with_status(new_status)
+    failure_reason: str | None = None
+    data = event.event_specific_data
+    if (
+        event.event_type == DagsterEventType.PIPELINE_FAILURE
+        and isinstance(data, JobFailureData)
+        and data.failure_reason
+        and data.failure_reason != RunFailureReason.UNKNOWN
+    ):
+        failure_reason = data.failure_reason.value
+        updated = updated.with_tags(merge_dicts(run.tags, {RUN_FAILURE_REASON_TAG: failure_reason}))
+    update_timestamp = datetime_from_timestamp(entry.timestamp)
+    times: dict[str, float] = {}
+    if has_stats_cols and event.event_type == DagsterEventType.PIPELINE_START:
+        times["start_time"] = update_timestamp.timestamp()
+    if has_stats_cols and event.event_type in _ENDING_EVENTS:
+        times["end_time"] = update_timestamp.timestamp()
+    if failure_reason is not None:
+        if RUN_FAILURE_REASON_TAG in run.tags:
+            connection.execute(
+                RunTagsTable.update()
+                .where(RunTagsTable.c.run_id == run_id, RunTagsTable.c.key == RUN_FAILURE_REASON_TAG)
+                .values(value=failure_reason)
+            )
+        else:
+            connection.execute(
+                RunTagsTable.insert().values(run_id=run_id, key=RUN_FAILURE_REASON_TAG, value=failure_reason)
+            )
+    connection.execute(
+        RunsTable.update()
+        .where(RunsTable.c.run_id == run_id)
+        .values(run_body=serialize_value(updated), status=new_status.value, update_timestamp=update_timestamp, **times)
+    )
+
+
+_ENDING_EVENTS = frozenset(
+    {DagsterEventType.PIPELINE_CANCELED, DagsterEventType.PIPELINE_FAILURE, DagsterEventType.PIPELINE_SUCCESS}
+)
+
+
+_MAX_SHARDS = 4
+_POSTGRES_ENGINES: dict[str, db.Engine] = {}
+_POSTGRES_ENGINES_LOCK = threading.Lock()
+
+
+def _postgres_engine(url: str, token_provider: Any) -> db.Engine:
+    """One small connection pool per PostgreSQL URL, kept for the process's life.
+
+    Dagster's engines open a connection per statement (NullPool): a connect and an
+    authentication per batch. Relays of one process (a supervisor, or several runs' relays in one
+    service) share the pool; each batch borrows one connection for its transaction.
+    """
+    from dagster_postgres.utils import create_pg_engine
+
+    with _POSTGRES_ENGINES_LOCK:
+        if url not in _POSTGRES_ENGINES:
+            _POSTGRES_ENGINES[url] = create_pg_engine(
+                url,
+                token_provider,
+                pool_size=2,
+                max_overflow=8,
+                pool_recycle=600,
+                pool_pre_ping=True,  # a connection the server dropped while runs were quiet is replaced
+            )
+        return _POSTGRES_ENGINES[url]
+
+
+def _dispose_all(engines: dict[str, db.Engine]) -> None:
+    for engine in engines.values():
+        engine.dispose()
+    engines.clear()
+
+
+def _sqlite_engine(url: str) -> db.Engine:
+    """A SQLite engine whose one connection stays open and whose transactions take the write lock first.
+
+    Dagster's own (deferred) transactions read before they write; in WAL mode a second writer
+    committing in between makes the first one's write fail at once with "database is locked"
+    instead of waiting. ``BEGIN IMMEDIATE`` takes the lock first, so the busy timeout applies.
+    Keeping the connection open saves the open, the schema read and the WAL checkpoint that
+    SQLite runs when a database's last connection closes, on every batch.
+    """
+    engine = db.create_engine(
+        url,
+        pool_size=1,  # the stream's thread; the supervisor's (a released terminal event) may borrow another
+        max_overflow=2,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+    )
+    db.event.listen(engine, "connect", _driver_autocommit)
+    db.event.listen(engine, "begin", _begin_immediate)
+    return engine
+
+
+def _insert(connection: db.Connection, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert ``rows`` in order in one statement; their ids, in the same order (INSERT ... RETURNING)."""
+    if not rows:
+        return []
+    insert = SqlEventLogStorageTable.insert().returning(SqlEventLogStorageTable.c.id, sort_by_parameter_order=True)
+    return [int(event_id) for event_id in connection.execute(insert, rows).scalars()]
 
 
 def _stored_texts(connection: db.Connection, run_ids: set[str], texts: list[str]) -> set[str]:
@@ -333,8 +536,6 @@ def _store_check_event(
     storage: SqlEventLogStorage, connection: db.Connection, entry: EventLogEntry, event_id: int
 ) -> None:
     """``SqlEventLogStorage.store_asset_check_event`` (1.13), on the batch's connection."""
-    if not storage.supports_asset_checks:
-        raise RuntimeError("Asset checks require a database schema migration. Run `dagster instance migrate`.")
     event = entry.dagster_event
     assert event is not None
     table = AssetCheckExecutionsTable

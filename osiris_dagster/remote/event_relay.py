@@ -16,7 +16,7 @@ handled exactly once whatever mix of streams and log reads delivered it.
 
 Event lines are masked (`secrets.mask_text`, defence in depth: the sandbox masks already),
 deserialized and stored in batches (`EventBatchWriter`: one transaction per database for a chunk's
-events, asset and check effects included; ``handle_new_event`` for run-status events). The run's terminal event
+events, with their effects on the asset index, check and run tables). The run's terminal event
 (RUN_SUCCESS, RUN_FAILURE, RUN_CANCELED) is **held back**: the supervisor stores it only after the
 result archive is in the project (`release_held`), so a run that reads SUCCESS has its files.
 

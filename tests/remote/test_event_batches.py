@@ -125,10 +125,17 @@ def read_back(target: DagsterInstance, runs: list[Any]) -> dict[str, Any]:
         ]
         for check_key in check_keys
     }
-    run_state = {
-        r.dagster_run.run_id: (r.dagster_run.status.value, r.start_time, r.end_time)
+    run_state = {  # the run rows: status, body (tags included), start/end and update times
+        r.dagster_run.run_id: (
+            r.dagster_run.status.value,
+            serialize_value(r.dagster_run),
+            r.start_time,
+            r.end_time,
+            r.update_timestamp,
+        )
         for r in target.get_run_records(RunsFilter(run_ids=run_ids))
     }
+    run_tags = sorted((key, sorted(values)) for key, values in target.get_run_tags(list(target.get_run_tag_keys())))
     stats = {run_id: serialize_value(target.get_run_stats(run_id)) for run_id in run_ids}
     return {
         "records": records,
@@ -136,6 +143,7 @@ def read_back(target: DagsterInstance, runs: list[Any]) -> dict[str, Any]:
         "assets": assets,
         "checks": checks,
         "runs": run_state,
+        "run_tags": run_tags,
         "stats": stats,
     }
 
@@ -150,7 +158,7 @@ def test_relayed_batches_read_back_exactly_as_dagster_stores_them(
         expected, actual = read_back(dagster_home, runs), read_back(relay_home, runs)
 
     # The streams hold what batching must get right (else the comparison could pass on nothing).
-    assert Counter(status for status, _, _ in expected["runs"].values()) == {"SUCCESS": 3, "FAILURE": 1}
+    assert Counter(status for status, *_ in expected["runs"].values()) == {"SUCCESS": 3, "FAILURE": 1}
     regions = expected["assets"]["regions"]
     assert regions["count_by_partition"] == {"north": 1, "south": 1}
     assert regions["data_versions"]["ASSET_MATERIALIZATION"] == {
@@ -169,4 +177,5 @@ def test_relayed_batches_read_back_exactly_as_dagster_stores_them(
     assert actual["assets"] == expected["assets"]
     assert actual["checks"] == expected["checks"]
     assert actual["runs"] == expected["runs"]
+    assert actual["run_tags"] == expected["run_tags"]
     assert actual["stats"] == expected["stats"]
