@@ -3,12 +3,18 @@
 The independent source is Dagster: instance A stores every event of real runs through
 ``handle_new_event``, one by one; instance B gets the same events through
 `EventBatchWriter` (batches of 37, as the relay hands them over). Everything Dagster reads back
-must be equal, storage ids included, on a SQLite and on a PostgreSQL instance.
+must be equal, storage ids included, on a SQLite and on a PostgreSQL instance. The same holds
+for two relaying processes storing into one instance at once, and for a relaying process killed
+(``kill -9``) inside a batch and resumed from its cursor.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,12 +23,13 @@ import pytest
 from dagster import DagsterEventType, DagsterInstance, deserialize_value, serialize_value
 from dagster._core.definitions.asset_checks.asset_check_spec import AssetCheckKey
 from dagster._core.event_api import AssetRecordsFilter, EventRecordsFilter
+from dagster._core.events import DagsterEvent
 from dagster._core.events.log import EventLogEntry
-from dagster._core.storage.dagster_run import RunsFilter
+from dagster._core.storage.dagster_run import DagsterRun, RunsFilter
 
 from osiris_dagster.remote.event_batches import EventBatchWriter, PlainEvent
 from tests.conftest import REPO
-from tests.remote.relay_streams import instance, new_run, real_runs
+from tests.remote.relay_streams import instance, new_run, real_runs, worker_lines
 
 STORAGES = ["sqlite", "postgres"]
 
@@ -179,3 +186,162 @@ def test_relayed_batches_read_back_exactly_as_dagster_stores_them(
     assert actual["runs"] == expected["runs"]
     assert actual["run_tags"] == expected["run_tags"]
     assert actual["stats"] == expected["stats"]
+
+
+# -- two relays at once, and a relay killed mid-batch ------------------------------------------
+# Each relay runs in a process of its own (`relay_process`), as a supervisor does, on the events of
+# all the real runs above under its own run id (asset, check and run-status events included; the
+# same asset keys for both relays), repeated so that the two overlap for many batches.
+
+
+def relay_stream(runs: list[Any], run_id: str, repeat: int = 3) -> list[EventLogEntry]:
+    """One run's worth of worker events: the real runs' events, ``repeat`` times, then RUN_SUCCESS."""
+    terminal = {DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_CANCELED}
+    checks = {DagsterEventType.ASSET_CHECK_EVALUATION, DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED}
+    # A check is planned and evaluated once per run (Dagster refuses a second evaluation in the
+    # same run): the check events of one source run only, in the first repetition only.
+    checked = next(i for i, (_, events) in enumerate(runs) if any(e.dagster_event_type in checks for e in events))
+    body = [
+        (index, e) for index, (_, events) in enumerate(runs) for e in events if e.dagster_event_type not in terminal
+    ]
+    success = next(e for _, events in runs for e in events if e.dagster_event_type == DagsterEventType.RUN_SUCCESS)
+    # Shifted timestamps keep every event distinct, as in one real run (the relay's reconcile
+    # identifies an event by timestamp, type and message).
+    stream = [
+        e._replace(run_id=run_id, timestamp=e.timestamp + r * 10_000)
+        for r in range(repeat)
+        for index, e in body
+        if e.dagster_event_type not in checks or (r == 0 and index == checked)
+    ]
+    return [*stream, success._replace(run_id=run_id, timestamp=success.timestamp + repeat * 10_000)]
+
+
+def launched(target: DagsterInstance, run_id: str) -> None:
+    """The run as ``launch_run`` leaves it on the host: its record and RUN_STARTING (on SQLite, its shard)."""
+    new_run(target, DagsterRun(job_name="relayed", run_id=run_id))
+    starting = DagsterEvent(DagsterEventType.RUN_STARTING.value, job_name="relayed", message="launching")
+    # A fixed timestamp: the expected and the relayed instance must hold the same event.
+    target.handle_new_event(EventLogEntry(None, 20, "", run_id, 1_700_000_000.0, dagster_event=starting))
+
+
+def relay_in_process(home: Path, run_id: str, lines: Path, cursor: Path, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.remote.relay_process", str(home), run_id, str(lines), str(cursor), *extra],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def outcome(target: DagsterInstance, run_ids: list[str]) -> dict[str, Any]:
+    """What Dagster reads back about these runs, without storage ids (they depend on interleaving)."""
+    storage = target.event_log_storage
+    assets: dict[str, Any] = {}
+    for key in sorted(target.get_asset_keys(), key=lambda k: k.to_string()):
+        records = [
+            *target.fetch_materializations(AssetRecordsFilter(asset_key=key), limit=10_000).records,
+            *target.fetch_observations(AssetRecordsFilter(asset_key=key), limit=10_000).records,
+        ]
+        assets[key.to_user_string()] = sorted(
+            (r.run_id, serialize_value(r.event_log_entry)) for r in records if r.run_id in run_ids
+        )
+    checks = {}
+    for key in sorted({r for r in _check_keys(target, run_ids)}, key=str):
+        history = storage.get_asset_check_execution_history(key, limit=10_000)
+        checks[key.to_user_string()] = sorted(
+            (r.run_id, r.status.value, serialize_value(r.event)) for r in history if r.run_id in run_ids
+        )
+    return {
+        "records": {run_id: [serialize_value(e) for e in target.all_logs(run_id)] for run_id in run_ids},
+        "assets": assets,
+        "checks": checks,
+        "runs": {
+            r.dagster_run.run_id: (r.dagster_run.status.value, r.start_time, r.end_time, r.update_timestamp)
+            for r in target.get_run_records(RunsFilter(run_ids=run_ids))
+        },
+    }
+
+
+def _check_keys(target: DagsterInstance, run_ids: list[str]) -> set[AssetCheckKey]:
+    return {
+        AssetCheckKey(e.dagster_event.event_specific_data.asset_key, e.dagster_event.event_specific_data.check_name)
+        for run_id in run_ids
+        for e in target.all_logs(run_id)
+        if e.dagster_event_type == DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED
+    }
+
+
+def _latest_is_newest(target: DagsterInstance) -> None:
+    """The asset index points at each key's newest materialization, however the relays interleaved."""
+    for key in target.get_asset_keys():
+        records = target.fetch_materializations(AssetRecordsFilter(asset_key=key), limit=10_000).records
+        if records:
+            newest = max(records, key=lambda r: r.storage_id)
+            assert target.get_latest_materialization_event(key) == newest.event_log_entry, key
+
+
+def _expected(storage: str, home: Path, streams: dict[str, list[EventLogEntry]]) -> dict[str, Any]:
+    """Dagster's own storing of the same streams, one event at a time (the independent source)."""
+    with instance(storage, home) as target:
+        for run_id, events in streams.items():
+            launched(target, run_id)
+            for entry in events:
+                target.handle_new_event(entry)
+        return outcome(target, list(streams))
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+def test_two_relays_storing_at_once_lose_and_double_nothing(storage: str, runs: list[Any], tmp_path: Path) -> None:
+    run_ids = [str(uuid.uuid4()), str(uuid.uuid4())]
+    streams = {run_id: relay_stream(runs, run_id) for run_id in run_ids}
+    expected = _expected(storage, tmp_path / "dagster", streams)
+    with instance(storage, tmp_path / "relayed") as target:
+        processes = []
+        for run_id in run_ids:
+            launched(target, run_id)
+            lines = tmp_path / f"{run_id}.log"
+            lines.write_text(worker_lines(streams[run_id]))
+            cursor = tmp_path / f"{run_id}.cursor"
+            processes.append(relay_in_process(Path(target.root_directory), run_id, lines, cursor))
+        for process in processes:
+            output, _ = process.communicate(timeout=600)
+            assert process.returncode == 0, output.decode()[-3000:]
+        actual = outcome(target, run_ids)
+        _latest_is_newest(target)
+
+    assert sum(len(records) for records in expected["records"].values()) > 600
+    assert actual["records"] == expected["records"]
+    assert actual["assets"] == expected["assets"]
+    assert actual["checks"] == expected["checks"]
+    assert actual["runs"] == expected["runs"]
+
+
+@pytest.mark.parametrize("die_at", ["mid-batch:3", "before-cursor:3"])
+@pytest.mark.parametrize("storage", STORAGES)
+def test_relay_killed_in_a_batch_resumes_with_every_event_once(
+    storage: str, die_at: str, runs: list[Any], tmp_path: Path
+) -> None:
+    run_id = str(uuid.uuid4())
+    streams = {run_id: relay_stream(runs, run_id, repeat=1)}
+    expected = _expected(storage, tmp_path / "dagster", streams)
+    with instance(storage, tmp_path / "relayed") as target:
+        launched(target, run_id)
+        lines, cursor = tmp_path / "relay.log", tmp_path / "relay.cursor"
+        lines.write_text(worker_lines(streams[run_id]))
+        home = Path(target.root_directory)
+
+        killed = relay_in_process(home, run_id, lines, cursor, die_at)
+        output, _ = killed.communicate(timeout=600)
+        assert killed.returncode == -signal.SIGKILL, output.decode()[-3000:]
+        stored_before = len(target.all_logs(run_id))
+        assert 1 < stored_before <= len(streams[run_id])  # it died with the run half relayed (+ RUN_STARTING)
+
+        resumed = relay_in_process(home, run_id, lines, cursor, "--resume")
+        output, _ = resumed.communicate(timeout=600)
+        assert resumed.returncode == 0, output.decode()[-3000:]
+        actual = outcome(target, [run_id])
+
+    assert actual["records"] == expected["records"]
+    assert actual["assets"] == expected["assets"]
+    assert actual["checks"] == expected["checks"]
+    assert actual["runs"] == expected["runs"]

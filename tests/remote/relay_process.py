@@ -1,0 +1,92 @@
+"""A relaying process, as the supervisor runs it: a host instance, an `EventRelay`, the worker's lines.
+
+    python -m tests.remote.relay_process <dagster home> <run id> <lines file> <cursor file> [<die at>]
+
+Feeds the lines file in 32 KiB chunks (as the e2b SDK delivers stdout), then releases the held
+terminal event — or, with ``--resume``, does what a resumed supervisor does: reconcile with the
+host and replay the durable log (the same file) from the stored cursor.
+
+``die at`` kills this process with a real SIGKILL at a chosen point of the Nth batch (the tests'
+way to land a ``kill -9`` inside a batch, which a timed kill from outside hits only by luck):
+
+* ``mid-batch:N``: the Nth commit of a batch's transaction is about to happen (on SQLite, the
+  index shard or ``runs.db`` is committed and the run shard is not; on PostgreSQL, nothing is);
+* ``before-cursor:N``: the Nth batch is committed, its cursor not yet written.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import sqlalchemy as db
+from dagster import DagsterInstance
+
+from osiris_dagster.remote.event_relay import EventRelay
+
+CHUNK = 32 * 1024
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _arm(die_at: str) -> None:
+    where, _, count = die_at.partition(":")
+    remaining = [int(count)]
+
+    def countdown() -> None:
+        remaining[0] -= 1
+        if remaining[0] == 0:
+            _die()
+
+    if where == "mid-batch":
+        # The relay's own engines only: the last commit of a batch is the run shard's (SQLite)
+        # or the batch's only one (PostgreSQL), so dying at the commit of the Nth run-shard /
+        # PostgreSQL transaction leaves that batch half-stored (SQLite) or uncommitted.
+        def on_commit(connection: db.Connection) -> None:
+            url = str(connection.engine.url)
+            if url.startswith("postgresql") or (url.startswith("sqlite") and RUN_ID in url):
+                countdown()
+
+        db.event.listen(db.engine.Engine, "commit", on_commit)
+    elif where == "before-cursor":
+        original = EventRelay._advance
+
+        def advance(self: EventRelay, seq: int) -> None:
+            if seq > self.seen:
+                countdown()
+            original(self, seq)
+
+        EventRelay._advance = advance  # type: ignore[method-assign]
+    else:
+        raise SystemExit(f"unknown die-at point {die_at!r}")
+
+
+RUN_ID = ""
+
+
+def main(argv: list[str]) -> None:
+    global RUN_ID
+    resume = "--resume" in argv
+    args = [arg for arg in argv if arg != "--resume"]
+    home, RUN_ID, lines_file, cursor_file = args[:4]
+    if len(args) > 4:
+        _arm(args[4])
+    lines = Path(lines_file).read_text()
+    with DagsterInstance.from_config(home) as instance:
+        relay = EventRelay(instance, RUN_ID, Path(cursor_file), read_log=lambda: lines)
+        if resume:
+            relay.reconcile()
+            relay.catch_up()
+        else:
+            for start in range(0, len(lines), CHUNK):
+                relay.feed(lines[start : start + CHUNK])
+            relay.close()
+        relay.release_held()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
