@@ -7,21 +7,19 @@ Configured only through ``dagster.yaml``::
       class: E2BRunLauncher
       config: {backend: local, python: python3, env_passthrough: [TZ]}
 
-`launch_run` returns at once: it writes the run's supervisor spec and starts a detached
-`RunSupervisor` process (``python -m osiris_dagster.remote.supervisor``, new session), which does
-the sandbox work and relays the run's events into this instance. Modelled on dagster-docker's
-launcher: the run is tagged (``e2b/supervisor_pid``, then ``e2b/sandbox_id``) and every step of
-the launch is an engine event. The E2B key is read from the environment, never from the config.
+`launch_run` returns at once: it writes the run's supervisor spec and hands the run to the
+supervision service of this DAGSTER_HOME (`supervision_client.hand_over`; one detached process
+serving every run, started on demand), whose `RunSupervisor` thread does the sandbox work and
+relays the run's events into this instance. Modelled on dagster-docker's launcher: the run is
+tagged (``e2b/supervisor_pid`` = the service's pid, then ``e2b/sandbox_id``) and every step of
+the launch is an engine event. Whether a run is supervised is its supervision lock (`run_lock`),
+not a pid. The E2B key is read from the environment, never from the config.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,14 +38,14 @@ from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
 from osiris_dagster.project import PROJECT_DIR_ENV
+from osiris_dagster.remote import run_lock
 from osiris_dagster.remote.run_files import RunFiles
 from osiris_dagster.remote.sandbox_lease import kill_sandbox
 from osiris_dagster.remote.sandbox_reaper import sandbox_metadata
 from osiris_dagster.remote.settings import SandboxSettings
+from osiris_dagster.remote.supervision_client import hand_over
 from osiris_dagster.remote.tags import SANDBOX_ID_TAG, SUPERVISOR_PID_TAG
 from osiris_dagster.secrets import mask_text
-
-SUPERVISOR_MODULE = "osiris_dagster.remote.supervisor"
 
 
 class E2BRunLauncher(RunLauncher, ConfigurableClass):
@@ -82,6 +80,11 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
             "create_attempts": Field(Int, default_value=10, description="Sandbox create attempts (transient errors)"),
             "create_budget_s": Field(
                 Float, default_value=120.0, description="Give up creating a sandbox after this many seconds of retries"
+            ),
+            "supervision_idle_s": Field(
+                Float,
+                default_value=60.0,
+                description="The supervision service exits after this many seconds without a run",
             ),
             "pool": Field(
                 Shape(
@@ -133,27 +136,24 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
         fd = os.open(files.spec, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(spec, handle)
-        pid = self._start_supervisor(files)
+        pid = self._hand_over(files, spec["needs"], resume=False)
         self._instance.add_run_tags(run.run_id, {SUPERVISOR_PID_TAG: str(pid)})
         self._instance.report_engine_event(
-            f"Started E2B run supervisor (pid {pid}, backend {self.settings.backend})",
+            f"Handed the run to the E2B supervision service (pid {pid}, backend {self.settings.backend})",
             run,
             cls=self.__class__,
         )
 
-    def _start_supervisor(self, files: RunFiles, *extra: str) -> int:
-        with open(files.log, "ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", SUPERVISOR_MODULE, str(files.root), *extra],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-            )
-        # Reap it when it ends (the launching process may live on, e.g. the daemon).
-        threading.Thread(target=process.wait, name=f"reap-supervisor-{process.pid}", daemon=True).start()
-        return process.pid
+    def _hand_over(self, files: RunFiles, needs: dict[str, list[str]] | None, *, resume: bool) -> int:
+        """Give the run to the service; the values of its variables come from THIS process's environment."""
+        env = {name: os.environ[name] for name in (needs or {}).get("env_names", []) if name in os.environ}
+        return hand_over(
+            self._instance.root_directory,
+            files.root,
+            resume=resume,
+            env=env,
+            idle_s=self.settings.supervision_idle_s,
+        )
 
     # -- resume (run monitoring) ------------------------------------------------------
     @property
@@ -161,10 +161,11 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
         return True
 
     def resume_run(self, context: ResumeRunContext) -> None:
-        """A new supervisor for a run whose supervisor was lost: it reattaches to the sandbox.
+        """Supervise again a run whose supervision was lost: the new supervisor reattaches to the sandbox.
 
         Called by run monitoring (``run_monitoring: {enabled: true, max_resume_run_attempts: N}``)
-        when `check_run_worker_health` finds the supervisor gone. The new supervisor reads the
+        when `check_run_worker_health` finds the run unsupervised (its service died). The run is
+        handed to the service (a new one if need be) with ``resume``; the new supervisor reads the
         sandbox id and worker pid from the run's state file, reattaches to the worker's command and
         relays the durable log from the stored cursor; if the sandbox is gone the run fails saying so.
         """
@@ -172,10 +173,12 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
         files = RunFiles.for_run(self._instance.root_directory, run.run_id)
         if not files.spec.exists():
             raise RuntimeError(f"E2BRunLauncher: no supervisor spec for run {run.run_id} at {files.spec}")
-        pid = self._start_supervisor(files, "--resume")
+        needs = json.loads(files.spec.read_text(encoding="utf-8")).get("needs")
+        pid = self._hand_over(files, needs, resume=True)
         self._instance.add_run_tags(run.run_id, {SUPERVISOR_PID_TAG: str(pid)})
         self._instance.report_engine_event(
-            f"Started E2B run supervisor (pid {pid}) to resume the run (attempt {context.resume_attempt_number})",
+            f"Handed the run to the E2B supervision service (pid {pid}) to resume it "
+            f"(attempt {context.resume_attempt_number})",
             run,
             cls=self.__class__,
         )
@@ -192,9 +195,7 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
         files = RunFiles.for_run(self._instance.root_directory, run.run_id)
         if files.root.is_dir():
             files.cancel.touch()  # read by the run's supervisor, also one started later to resume
-        pid = _supervisor_pid(run)
-        if pid is not None and _is_supervisor(pid):
-            os.kill(pid, signal.SIGTERM)
+        if run_lock.is_held(files.supervision_lock):
             self._instance.report_engine_event(
                 "Asked the E2B run supervisor to cancel the run", run, cls=self.__class__
             )
@@ -219,19 +220,20 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
         return True
 
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
+        """RUNNING while the run's supervision lock is held (by a live service thread), else why not."""
         pid = _supervisor_pid(run)
         worker_id = run.tags.get(SANDBOX_ID_TAG) or (str(pid) if pid else None)
+        files = RunFiles.for_run(self._instance.root_directory, run.run_id)
+        if run_lock.is_held(files.supervision_lock):
+            return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=worker_id)
         if pid is None:
             return CheckRunHealthResult(WorkerStatus.UNKNOWN, "no e2b/supervisor_pid tag", run_worker_id=worker_id)
-        if _is_supervisor(pid):
-            return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=worker_id)
         run = self._instance.get_run_by_id(run.run_id) or run
         if run.is_finished:
             return CheckRunHealthResult(WorkerStatus.SUCCESS, run_worker_id=worker_id)
-        tail = RunFiles.for_run(self._instance.root_directory, run.run_id).log_tail(10)
         return CheckRunHealthResult(
             WorkerStatus.FAILED,
-            f"E2B run supervisor (pid {pid}) is gone; last log lines:\n{tail}",
+            f"E2B run supervisor (service pid {pid}) is gone; last log lines:\n{files.log_tail(10)}",
             run_worker_id=worker_id,
         )
 
@@ -386,13 +388,6 @@ def _supervisor_pid(run: DagsterRun) -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-def _is_supervisor(pid: int) -> bool:
-    """Alive and really our supervisor (pids are reused); a zombie counts as gone."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as stat:
-            if stat.read().rpartition(")")[2].split()[0] == "Z":
-                return False
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            return SUPERVISOR_MODULE.encode() in cmdline.read()
-    except OSError:
-        return False
+def is_supervised(instance_root: str | os.PathLike[str], run_id: str) -> bool:
+    """Is anything supervising the run right now (its supervision lock held)?"""
+    return run_lock.is_held(RunFiles.for_run(instance_root, run_id).supervision_lock)

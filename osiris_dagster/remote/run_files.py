@@ -52,6 +52,11 @@ class RunFiles:
         """Created by `E2BRunLauncher.terminate`: the run's supervisor, wherever it runs, cancels."""
         return self.root / "cancel"
 
+    @property
+    def supervision_lock(self) -> Path:
+        """Locked by whoever supervises the run, for as long as it does (`run_lock`)."""
+        return self.root / "supervision.lock"
+
     def log_tail(self, lines: int = _TAIL_LINES) -> str:
         if not self.log.exists():
             return ""

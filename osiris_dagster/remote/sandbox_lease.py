@@ -25,6 +25,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from osiris_dagster.remote.supervision_logs import inherit
 from osiris_dagster.secrets import mask_text
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class SandboxLease:
         self.renewals = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(
-            target=self._renew_loop, name=f"sandbox-lease-{sandbox.sandbox_id}", daemon=True
+            target=inherit(self._renew_loop), name=f"sandbox-lease-{sandbox.sandbox_id}", daemon=True
         )
 
     @property

@@ -63,6 +63,8 @@ class SandboxSettings:
     pool_size: int = 0
     pool_idle_ttl_s: int = 600
     pool_name: str = "default"
+    # The supervision service (one per DAGSTER_HOME) exits after this long without a run.
+    supervision_idle_s: float = 60.0
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> SandboxSettings:

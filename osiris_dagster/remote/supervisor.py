@@ -1,8 +1,8 @@
-"""The host-side process that owns ONE remote run from sandbox creation to sandbox kill.
+"""`RunSupervisor`: owns ONE remote run from sandbox creation to sandbox kill.
 
 `E2BRunLauncher.launch_run` must return at once (`dagster job launch` exits right after it, the
-daemon launches many runs), so each run gets a detached ``python -m
-osiris_dagster.remote.supervisor <run dir>`` process in its own session. It:
+daemon launches many runs), so it hands the run to the supervision service of its DAGSTER_HOME
+(`supervision_service`), which runs a `RunSupervisor` per run in a thread. It:
 
 1. works out what the run needs (least-privilege env, preflight modules — `job_needs`);
 2. creates the sandbox with the real `e2b` SDK, retrying transient failures (rate limit, 5xx,
@@ -13,11 +13,13 @@ osiris_dagster.remote.supervisor <run dir>`` process in its own session. It:
    the host's storage, appends the remote-only events and metrics to the session directory;
 5. kills the sandbox — in every outcome, including cancel and its own failure.
 
-SIGTERM (sent by `E2BRunLauncher.terminate`) asks the worker to cancel the run; the relayed
-RUN_CANCELED ends it on the host. If the worker does not answer within ``cancel_grace_s`` the
-sandbox is killed and the run is marked CANCELED from here.
+The ``cancel`` file in the run directory (created by `E2BRunLauncher.terminate`) asks the worker
+to cancel the run; the relayed RUN_CANCELED ends it on the host. If the worker does not answer
+within ``cancel_grace_s`` the sandbox is killed and the run is marked CANCELED from here.
 
-Its stdout/stderr go to ``supervisor.log`` in the run directory, masked.
+Its log records go to ``supervisor.log`` in the run directory, masked (`supervision_logs`).
+``python -m osiris_dagster.remote.supervisor <run dir> [--resume]`` still supervises one run in
+a process of its own (for debugging; SIGTERM there cancels like the ``cancel`` file).
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from e2b import CommandExitException, Sandbox
 from e2b.exceptions import (
@@ -49,8 +52,10 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_afte
 from osiris_dagster.project import ProjectLayout
 from osiris_dagster.remote import relay_protocol as protocol
 from osiris_dagster.remote.run_files import RunFiles
+from osiris_dagster.remote.run_lock import RunLock
 from osiris_dagster.remote.sandbox_lease import SandboxLease, kill_sandbox
 from osiris_dagster.remote.settings import SandboxSettings
+from osiris_dagster.remote.supervision_logs import MaskedStream, inherit
 from osiris_dagster.remote.tags import SANDBOX_ID_TAG, SANDBOX_METADATA_RUN_ID
 from osiris_dagster.secrets import is_secret_key, mask_text, register_secret
 
@@ -175,8 +180,10 @@ class RunSpec:
 
 
 class RunSupervisor:
-    def __init__(self, spec: RunSpec, files: RunFiles) -> None:
+    def __init__(self, spec: RunSpec, files: RunFiles, environ: Mapping[str, str] | None = None) -> None:
+        """``environ``: where the values of the run's variables come from (the launching process's)."""
         self.spec = spec
+        self.environ = os.environ if environ is None else environ
         self.run_id = spec.run_id
         self.settings = spec.settings
         self.project = spec.project
@@ -202,8 +209,24 @@ class RunSupervisor:
     def _since_launch(self) -> int:
         return int((time.time() - self.spec.launched_at) * 1000)
 
+    def close(self) -> None:
+        """Release the host instance (its storage connections): the service outlives the run."""
+        if "instance" in self.__dict__:
+            self.instance.dispose()
+
+    def run_finished(self) -> bool:
+        run = self.instance.get_run_by_id(self.run_id)
+        return run is None or run.is_finished
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def _cancel_requested(self) -> bool:
+        if not self._cancel.is_set() and self.files.cancel.exists():
+            self._cancel.set()
+        return self._cancel.is_set()
+
     def run(self, resume: bool = False) -> int:
-        signal.signal(signal.SIGTERM, lambda signum, frame: self._cancel.set())
         sandbox: Sandbox | None = None
         log.info("supervisor up %d ms after launch_run%s", self._since_launch(), " (resuming)" if resume else "")
         try:
@@ -252,7 +275,7 @@ class RunSupervisor:
         self._sandbox = sandbox
         self._lease = SandboxLease(sandbox, self.settings.sandbox_timeout_s).start()
         self._save_state()
-        handle = None if self._cancel.is_set() else self._start_worker(sandbox)
+        handle = None if self._cancel_requested() else self._start_worker(sandbox)
         # Dagster is first needed here; importing it now overlaps the worker's start-up.
         self.instance.add_run_tags(self.run_id, {SANDBOX_ID_TAG: sandbox.sandbox_id})
         log.info("host instance ready %d ms after launch_run", self._since_launch())
@@ -302,7 +325,7 @@ class RunSupervisor:
 
     def _job_needs(self) -> Any:
         if self.spec.needs is not None:  # names from the launcher; values from this environment
-            env = {name: os.environ[name] for name in self.spec.needs["env_names"] if name in os.environ}
+            env = {name: self.environ[name] for name in self.spec.needs["env_names"] if name in self.environ}
             for name in self.spec.needs["secret_env_names"]:
                 if name in env:
                     register_secret(env[name])
@@ -315,7 +338,7 @@ class RunSupervisor:
             self.spec.run_params,
             passthrough=self.settings.env_passthrough,
             extra_modules=self.settings.preflight_modules,
-            environ=os.environ,
+            environ=self.environ,
         )
         for name, value in needs.env.items():
             if is_secret_key(name):
@@ -461,13 +484,12 @@ class RunSupervisor:
             relay.reconcile()
         stderr = _StderrTail()
         stream = threading.Thread(
-            target=self._stream, args=(sandbox, handle, relay, stderr), name="sandbox-stream", daemon=True
+            target=inherit(self._stream), args=(sandbox, handle, relay, stderr), name="sandbox-stream", daemon=True
         )
         stream.start()
         cancel_deadline: float | None = None
         while stream.is_alive():
-            if (self._cancel.is_set() or self.files.cancel.exists()) and cancel_deadline is None:
-                self._cancel.set()
+            if cancel_deadline is None and self._cancel_requested():
                 cancel_deadline = time.monotonic() + self.settings.cancel_grace_s
                 self._request_cancel(sandbox)
             if cancel_deadline is not None and time.monotonic() > cancel_deadline:
@@ -733,31 +755,25 @@ class RunSupervisor:
             self.instance.report_engine_event(message, run, cls=E2BRunLauncher)
 
 
-class _MaskedStream:
-    """stdout/stderr of the supervisor: every write masked (tracebacks included)."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        return self._stream.write(mask_text(text))
-
-    def flush(self) -> None:
-        self._stream.flush()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
 def main(argv: list[str]) -> int:
+    """One run in this process (debugging); its stdout/stderr are the run's log."""
     files = RunFiles(Path(argv[0]))
-    sys.stdout = _MaskedStream(sys.stdout)  # type: ignore[assignment]
-    sys.stderr = _MaskedStream(sys.stderr)  # type: ignore[assignment]
+    sys.stdout = MaskedStream(sys.stdout)  # type: ignore[assignment]
+    sys.stderr = MaskedStream(sys.stderr)  # type: ignore[assignment]
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     log.setLevel(logging.INFO)
-    return RunSupervisor(RunSpec.read(files.spec), files).run(resume="--resume" in argv[1:])
+    lock = RunLock.try_acquire(files.supervision_lock)
+    if lock is None:
+        log.error("run %s is already supervised (its supervision lock is held)", files.root.name)
+        return 1
+    supervisor = RunSupervisor(RunSpec.read(files.spec), files)
+    signal.signal(signal.SIGTERM, lambda signum, frame: supervisor.cancel())
+    try:
+        return supervisor.run(resume="--resume" in argv[1:])
+    finally:
+        lock.release()
 
 
 if __name__ == "__main__":

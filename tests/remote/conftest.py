@@ -1,12 +1,14 @@
 """Fixtures for remote runs: the local sandbox server and a DAGSTER_HOME with the E2B launcher.
 
 Everything is real: the `e2b` SDK talks HTTP to `LocalSandboxServer`, Dagster runs with a sqlite
-instance, the supervisor and the worker are real processes. The sandbox interpreter is this
+instance, the supervision service and the worker are real processes. The sandbox interpreter is this
 venv's Python (the server puts its directory on the sandbox PATH).
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -83,6 +85,47 @@ def remote_home(
     return configure
 
 
+def _enable_run_monitoring(home: Path) -> None:
+    config = yaml.safe_load((home / "dagster.yaml").read_text())
+    config["run_monitoring"] = {"enabled": True, "poll_interval_seconds": 1, "max_resume_run_attempts": 3}
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+
+
+class _Daemon:
+    """`dagster-daemon run` in its own session, killable with -9 like any host process."""
+
+    def __init__(self, project: Path, env: dict[str, str]) -> None:
+        self._project, self._env = project, env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(Path(self._env["DAGSTER_HOME"]) / "daemon.log", "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", "workspace.yaml"],
+            cwd=self._project,
+            env=self._env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+@pytest.fixture
+def daemon(project: Path, remote_home) -> Iterator[tuple[_Daemon, dict[str, str]]]:  # type: ignore[no-untyped-def]
+    home, env = remote_home()
+    _enable_run_monitoring(home)
+    started = _Daemon(project, env)
+    try:
+        yield started, env
+    finally:
+        started.kill()
+
+
 def add_slow_pipeline(project: Path) -> None:
     (project / "assets" / "slow_count.yaml").write_text(SLOW_PIPELINE)
 
@@ -132,7 +175,7 @@ def wait_for_run(instance: DagsterInstance, run_id: str, timeout: float = 90) ->
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run = instance.get_run_by_id(run_id)
-        if run is not None and run.is_finished and not supervisor_alive(run):
+        if run is not None and run.is_finished and not supervisor_alive(instance, run):
             return run
         time.sleep(0.2)
     raise AssertionError(f"run {run_id} did not finish within {timeout} s: {instance.get_run_by_id(run_id)}")
@@ -147,11 +190,11 @@ def wait_for_event(instance: DagsterInstance, run_id: str, event_type: str, time
     raise AssertionError(f"no {event_type} in run {run_id} within {timeout} s")
 
 
-def supervisor_alive(run: Any) -> bool:
-    from osiris_dagster.remote.launcher import _is_supervisor, _supervisor_pid
+def supervisor_alive(instance: DagsterInstance, run: Any) -> bool:
+    """Is the run still supervised (its supervision lock held by the service's thread for it)?"""
+    from osiris_dagster.remote.launcher import is_supervised
 
-    pid = _supervisor_pid(run)
-    return pid is not None and _is_supervisor(pid)
+    return is_supervised(instance.root_directory, run.run_id)
 
 
 def bytes_containing(needle: str, *roots: Path) -> list[Path]:

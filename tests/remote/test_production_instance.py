@@ -155,14 +155,11 @@ def _recorded_outputs(project: Path, run_id: str) -> dict[str, str]:
 
 
 def _wait_supervisors_gone(home: Path, run_ids: list[str], timeout: float = 60) -> None:
+    from osiris_dagster.remote.launcher import is_supervised
+
     deadline = time.monotonic() + timeout
     for run_id in run_ids:
-        spec = home / "e2b" / run_id / "supervisor.json"
-        while time.monotonic() < deadline:
-            pattern = f"osiris_dagster.remote.supervisor {spec.parent}"
-            out = subprocess.run(["pgrep", "-f", pattern], capture_output=True)
-            if out.returncode != 0:
-                break
+        while is_supervised(home, run_id) and time.monotonic() < deadline:
             time.sleep(0.5)
 
 

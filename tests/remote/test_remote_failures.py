@@ -135,7 +135,7 @@ def test_terminate_mid_run_cancels_kills_the_sandbox_and_leaves_no_supervisor(  
     assert instance.run_launcher.terminate(run_id)
     run = wait_for_run(instance, run_id, timeout=45)
     assert run.status == DagsterRunStatus.CANCELED
-    assert not supervisor_alive(run)
+    assert not supervisor_alive(instance, run)
     sandbox_id = run.tags[SANDBOX_ID_TAG]
     assert sandbox_id not in {s.sandbox_id for s in Sandbox.list(**sandbox_server.sdk_kwargs()).next_items()}
     session = SessionRecord.read(project / "logs" / f"run_{run_id}")

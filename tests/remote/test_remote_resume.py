@@ -11,16 +11,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from dagster import DagsterEventType, DagsterRunStatus
 from e2b import Sandbox
 
@@ -45,47 +41,6 @@ HOST_EVENTS = {DagsterEventType.ENGINE_EVENT, DagsterEventType.RUN_STARTING, Dag
 # `dagster job execute` initializes resources twice where `dagster api execute_run` (the sandbox's
 # worker, and any launched run) does once: a difference of entry point, not of the relay.
 ENTRY_POINT_EVENTS = {DagsterEventType.RESOURCE_INIT_STARTED, DagsterEventType.RESOURCE_INIT_SUCCESS}
-
-
-def _enable_run_monitoring(home: Path) -> None:
-    config = yaml.safe_load((home / "dagster.yaml").read_text())
-    config["run_monitoring"] = {"enabled": True, "poll_interval_seconds": 1, "max_resume_run_attempts": 3}
-    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
-
-
-class _Daemon:
-    """`dagster-daemon run` in its own session, killable with -9 like any host process."""
-
-    def __init__(self, project: Path, env: dict[str, str]) -> None:
-        self._project, self._env = project, env
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        log = open(Path(self._env["DAGSTER_HOME"]) / "daemon.log", "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", "workspace.yaml"],
-            cwd=self._project,
-            env=self._env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-
-@pytest.fixture
-def daemon(project: Path, remote_home) -> Iterator[tuple[_Daemon, dict[str, str]]]:  # type: ignore[no-untyped-def]
-    home, env = remote_home()
-    _enable_run_monitoring(home)
-    started = _Daemon(project, env)
-    try:
-        yield started, env
-    finally:
-        started.kill()
 
 
 def _event_counts(instance: Any, run_id: str) -> Counter[str]:

@@ -1,0 +1,201 @@
+"""ONE host process per DAGSTER_HOME that supervises every remote run, each as a thread.
+
+A run's supervision (`supervisor.RunSupervisor`) is mostly waiting: on the sandbox's stream, on
+file transfers, on storage writes. A process per run paid for its own interpreter and its own
+Dagster import (~140 MB each); here they are paid once, and each run costs a thread.
+
+``python -m osiris_dagster.remote.supervision_service <DAGSTER_HOME> [--idle-s N]``, started by
+`supervision_client.hand_over` when no service answers:
+
+* **Singleton**: it holds ``flock(<DAGSTER_HOME>/e2b/service.lock)`` for its whole life; a second
+  one started meanwhile finds it taken and exits at once. Only then does it listen on the unix
+  socket (`ServicePaths.address`).
+* **Hand-over**: per connection, one JSON line ``{"run_dir", "resume", "env"}``. The run is
+  written to the spool (``e2b/spool/<run id>``, without ``env``) and its supervision lock taken
+  (`run_lock`) BEFORE the answer, so an acknowledged run is never lost: if the service dies, the
+  lock is released (run monitoring sees it and calls `resume_run`) and the spool entry remains
+  (the next service picks it up when it starts, resuming from the run's state).
+* **Idle exit**: with no run for ``--idle-s`` seconds it stops listening and exits.
+
+Each run's records go to its own ``supervisor.log`` (`supervision_logs`); the service's own to
+``e2b/service.log``. Dagster and the e2b SDK are imported by the first run's thread, after the
+socket is listening, so a launch is answered at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from osiris_dagster.remote import supervision_logs
+from osiris_dagster.remote.run_files import RunFiles
+from osiris_dagster.remote.run_lock import RunLock
+from osiris_dagster.remote.supervision_client import ServicePaths, read_line
+from osiris_dagster.secrets import mask_text
+
+log = logging.getLogger("osiris_dagster.remote.supervision_service")
+
+DEFAULT_IDLE_S = 60.0
+# How often the accept loop wakes to check for idleness.
+_TICK_S = 0.5
+
+
+class SupervisionService:
+    def __init__(self, paths: ServicePaths, idle_s: float) -> None:
+        self.paths = paths
+        self.idle_s = idle_s
+        self._guard = threading.Lock()
+        self._active: set[str] = set()
+        self._idle_since = time.monotonic()
+
+    # -- life ---------------------------------------------------------------------
+    def serve(self) -> int:
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        self.paths.spool.mkdir(exist_ok=True)
+        service_lock = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(service_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0  # another service serves this home: it takes the hand-overs
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(self.paths.address)
+        listener.listen(64)
+        listener.settimeout(_TICK_S)
+        log.info(
+            "supervision service %d serving %s (idle exit after %.0f s)", os.getpid(), self.paths.root, self.idle_s
+        )
+        try:
+            self._pick_up_spool()
+            while not self._idle_too_long():
+                try:
+                    connection, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                with connection:
+                    self._answer(connection)
+        finally:
+            # Stop listening BEFORE the lock goes: a launcher then either reaches this service
+            # (and got an answer) or finds no listener and starts the next service.
+            listener.close()
+            log.info("supervision service %d exits: no run for %.0f s", os.getpid(), self.idle_s)
+            os.close(service_lock)
+        return 0
+
+    def _idle_too_long(self) -> bool:
+        with self._guard:
+            return not self._active and time.monotonic() - self._idle_since > self.idle_s
+
+    # -- hand-overs ----------------------------------------------------------------
+    def _answer(self, connection: socket.socket) -> None:
+        try:
+            connection.settimeout(10)
+            request = json.loads(read_line(connection))
+            run_dir = Path(request["run_dir"])
+            resume = bool(request.get("resume"))
+            env = {str(k): str(v) for k, v in (request.get("env") or {}).items()}
+            if not RunFiles(run_dir).spec.is_file():
+                raise ValueError(f"no run spec in {run_dir}")
+            self._spool(run_dir, resume)
+            self._supervise(run_dir, resume, env, from_spool=False)
+            reply: dict[str, Any] = {"pid": os.getpid()}
+        except Exception as error:
+            log.warning("hand-over refused: %s", mask_text(f"{type(error).__name__}: {error}"))
+            reply = {"error": mask_text(f"{type(error).__name__}: {error}")}
+        try:
+            connection.sendall(json.dumps(reply).encode() + b"\n")
+        except OSError as error:  # the launcher gave up waiting; it retries, and finds the run taken
+            log.warning("could not answer a hand-over: %s", error)
+
+    def _spool(self, run_dir: Path, resume: bool) -> None:
+        """Durable before acknowledged: written atomically, removed when the run's supervision ends."""
+        entry = self.paths.spool / run_dir.name
+        temp = entry.with_name(f".{entry.name}.tmp")
+        temp.write_text(json.dumps({"run_dir": str(run_dir), "resume": resume}), encoding="utf-8")
+        os.replace(temp, entry)
+
+    def _pick_up_spool(self) -> None:
+        """Runs handed to a service that died: supervise them again (resuming where they got to)."""
+        for entry in sorted(self.paths.spool.iterdir()):
+            if entry.name.startswith("."):
+                continue
+            try:
+                spooled = json.loads(entry.read_text(encoding="utf-8"))
+                run_dir = Path(spooled["run_dir"])
+            except (OSError, ValueError, KeyError):
+                entry.unlink(missing_ok=True)
+                continue
+            if not RunFiles(run_dir).spec.is_file():  # pruned or never complete
+                entry.unlink(missing_ok=True)
+                continue
+            # A run whose worker had started is reattached, never started a second time.
+            resume = bool(spooled.get("resume")) or _worker_started(RunFiles(run_dir))
+            log.info("picking up run %s from the spool%s", run_dir.name, " (resuming)" if resume else "")
+            self._supervise(run_dir, resume, {}, from_spool=True)
+
+    def _supervise(self, run_dir: Path, resume: bool, env: dict[str, str], *, from_spool: bool) -> None:
+        """Take the run's lock and start its thread; a run already supervised is left alone."""
+        files = RunFiles(run_dir)
+        lock = RunLock.try_acquire(files.supervision_lock)
+        if lock is None:
+            log.info("run %s is already supervised", run_dir.name)
+            return
+        with self._guard:
+            self._active.add(run_dir.name)
+        thread = threading.Thread(
+            target=self._run, args=(files, resume, env, lock, from_spool), name=f"run-{run_dir.name}", daemon=True
+        )
+        thread.start()
+
+    def _run(self, files: RunFiles, resume: bool, env: dict[str, str], lock: RunLock, from_spool: bool) -> None:
+        try:
+            with supervision_logs.bound_to(files.log):
+                try:
+                    from osiris_dagster.remote.supervisor import RunSpec, RunSupervisor
+
+                    supervisor = RunSupervisor(RunSpec.read(files.spec), files, environ={**os.environ, **env})
+                    try:
+                        if from_spool and supervisor.run_finished():
+                            log.info("the run had finished before this service started: nothing to do")
+                        else:
+                            supervisor.run(resume=resume)
+                    finally:
+                        supervisor.close()
+                except Exception:
+                    logging.getLogger("osiris_dagster.remote.supervisor").exception("supervision failed")
+        finally:
+            (self.paths.spool / files.root.name).unlink(missing_ok=True)
+            lock.release()
+            with self._guard:
+                self._active.discard(files.root.name)
+                self._idle_since = time.monotonic()
+
+
+def _worker_started(files: RunFiles) -> bool:
+    try:
+        return json.loads(files.state.read_text(encoding="utf-8")).get("worker_pid") is not None
+    except (OSError, ValueError):
+        return False
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m {__name__}", description=__doc__.splitlines()[0])
+    parser.add_argument("dagster_home", type=Path)
+    parser.add_argument("--idle-s", type=float, default=DEFAULT_IDLE_S, help="exit after this long with no run")
+    args = parser.parse_args(argv)
+    sys.stdout = supervision_logs.MaskedStream(sys.stdout)  # type: ignore[assignment]
+    sys.stderr = supervision_logs.MaskedStream(sys.stderr)  # type: ignore[assignment]
+    supervision_logs.install(sys.stderr)
+    return SupervisionService(ServicePaths.for_home(args.dagster_home), args.idle_s).serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,170 @@
+"""One supervision service per DAGSTER_HOME: it survives `kill -9`, is a singleton, idles out, keeps logs apart.
+
+Everything is real: `dagster job launch` as a user types it, the service process the launcher
+starts, `kill -9` of it, the real `dagster-daemon` with run monitoring resuming runs through
+`E2BRunLauncher.resume_run`, the real e2b SDK against the local sandbox server. Expected event
+counts come from a local run of the same job (`dagster job execute`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dagster import DagsterRunStatus
+
+from osiris_dagster.remote.run_files import RunFiles
+from osiris_dagster.remote.supervision_client import ServicePaths
+from osiris_dagster.remote.tags import SANDBOX_ID_TAG, SUPERVISOR_PID_TAG
+from tests.conftest import REPO, dagster_bin
+from tests.remote.conftest import dagster_execute, dagster_launch, instance_for, wait_for_event, wait_for_run
+from tests.remote.test_remote_resume import HOST_EVENTS, _event_counts
+
+pytestmark = pytest.mark.sandbox
+
+SERVICE = "osiris_dagster.remote.supervision_service"
+
+
+def _services(home: Path) -> list[int]:
+    """Pids of the live supervision service processes of this DAGSTER_HOME."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and SERVICE.encode() in argv and str(home).encode() in argv:
+            found.append(int(entry.name))
+    return found
+
+
+def _local_run(tmp_path: Path, env: dict[str, str]) -> str:
+    local_project = tmp_path / "local"
+    local_project.mkdir()
+    for name in ("assets", "resources"):
+        shutil.copytree(REPO / name, local_project / name)
+    shutil.copy(REPO / "workspace.yaml", local_project / "workspace.yaml")
+    return dagster_execute(local_project, env)
+
+
+def _assert_every_event_once(instance: Any, run_id: str, local_id: str) -> None:
+    assert _event_counts(instance, run_id) == _event_counts(instance, local_id), run_id
+    keys = [
+        (e.timestamp, e.dagster_event_type, e.user_message)
+        for e in instance.all_logs(run_id)
+        if e.dagster_event_type not in HOST_EVENTS
+    ]
+    assert len(keys) == len(set(keys)), run_id
+
+
+def _kill_service_mid_runs(instance: Any, run_ids: list[str]) -> int:
+    for run_id in run_ids:
+        wait_for_event(instance, run_id, "STEP_START", timeout=180)
+    (pid,) = {instance.get_run_by_id(run_id).tags[SUPERVISOR_PID_TAG] for run_id in run_ids}
+    os.kill(int(pid), signal.SIGKILL)
+    return int(pid)
+
+
+def test_kill_9_of_the_service_with_three_runs_in_flight_resumes_each_through_run_monitoring(  # type: ignore[no-untyped-def]
+    tmp_path: Path, project: Path, daemon
+) -> None:
+    started, env = daemon
+    local_id = _local_run(tmp_path, env)
+    started.start()
+    run_ids = [dagster_launch(project, env) for _ in range(3)]
+    instance = instance_for(env)
+    killed = _kill_service_mid_runs(instance, run_ids)
+
+    for run_id in run_ids:
+        run = wait_for_run(instance, run_id, timeout=300)
+        assert run.status == DagsterRunStatus.SUCCESS, instance.all_logs(run_id)[-1]
+        assert int(run.tags[SUPERVISOR_PID_TAG]) != killed  # a new service finished it
+        _assert_every_event_once(instance, run_id, local_id)
+    assert not list(ServicePaths.for_home(env["DAGSTER_HOME"]).spool.iterdir())
+
+
+def test_kill_9_of_the_service_without_run_monitoring_the_next_service_picks_the_runs_up(  # type: ignore[no-untyped-def]
+    tmp_path: Path, project: Path, remote_home
+) -> None:
+    _, env = remote_home()
+    local_id = _local_run(tmp_path, env)
+    run_ids = [dagster_launch(project, env) for _ in range(3)]
+    instance = instance_for(env)
+    killed = _kill_service_mid_runs(instance, run_ids)
+    time.sleep(1)
+    assert all(instance.get_run_by_id(run_id).status == DagsterRunStatus.STARTED for run_id in run_ids)
+
+    # No daemon: the next launch starts a service, which takes the spooled runs up again.
+    run_ids.append(dagster_launch(project, env))
+    for run_id in run_ids:
+        run = wait_for_run(instance, run_id, timeout=300)
+        assert run.status == DagsterRunStatus.SUCCESS, instance.all_logs(run_id)[-1]
+        assert int(run.tags[SUPERVISOR_PID_TAG]) != killed
+        _assert_every_event_once(instance, run_id, local_id)
+
+
+def test_two_launchers_at_once_start_one_service(project: Path, remote_home) -> None:  # type: ignore[no-untyped-def]
+    home, env = remote_home()
+    assert not _services(home)
+    command = [dagster_bin(), "job", "launch", "-w", "workspace.yaml", "-j", "movies_to_csv"]
+    launches = [
+        subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for _ in range(2)
+    ]
+    for launch in launches:
+        output = launch.communicate(timeout=180)[0]
+        assert launch.returncode == 0, output[-3000:]
+    instance = instance_for(env)
+    runs = instance.get_runs()
+    assert len(runs) == 2
+    assert len({run.tags[SUPERVISOR_PID_TAG] for run in runs}) == 1  # both handed to the same service
+    assert _services(home) == [int(runs[0].tags[SUPERVISOR_PID_TAG])]
+    for run in runs:
+        assert wait_for_run(instance, run.run_id, timeout=240).status == DagsterRunStatus.SUCCESS
+
+
+def test_the_service_exits_when_idle_and_the_next_launch_starts_another(project: Path, remote_home) -> None:  # type: ignore[no-untyped-def]
+    home, env = remote_home(supervision_idle_s=2)
+    instance = instance_for(env)
+    first = dagster_launch(project, env)
+    assert wait_for_run(instance, first, timeout=240).status == DagsterRunStatus.SUCCESS
+    pid = int(instance.get_run_by_id(first).tags[SUPERVISOR_PID_TAG])
+    deadline = time.monotonic() + 30
+    while _services(home) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _services(home)
+    # It let go of the service lock on its way out.
+    with open(ServicePaths.for_home(home).lock, "rb") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    second = dagster_launch(project, env)
+    assert wait_for_run(instance, second, timeout=240).status == DagsterRunStatus.SUCCESS
+    assert int(instance.get_run_by_id(second).tags[SUPERVISOR_PID_TAG]) != pid
+
+
+def test_two_runs_at_once_each_log_only_their_own_lines(project: Path, remote_home) -> None:  # type: ignore[no-untyped-def]
+    home, env = remote_home()
+    instance = instance_for(env)
+    run_ids = [dagster_launch(project, env) for _ in range(2)]
+    runs = [wait_for_run(instance, run_id, timeout=240) for run_id in run_ids]
+    assert [run.status for run in runs] == [DagsterRunStatus.SUCCESS] * 2
+    assert runs[0].tags[SUPERVISOR_PID_TAG] == runs[1].tags[SUPERVISOR_PID_TAG]  # one service, two threads
+    for run, other in ((runs[0], runs[1]), (runs[1], runs[0])):
+        text = RunFiles.for_run(home, run.run_id).log.read_text()
+        assert f"sandbox {run.tags[SANDBOX_ID_TAG]} created" in text
+        assert "worker started in sandbox" in text and "host instance ready" in text
+        assert other.tags[SANDBOX_ID_TAG] not in text and other.run_id not in text
+        for event in instance.all_logs(run.run_id):
+            assert other.tags[SANDBOX_ID_TAG] not in (event.user_message or ""), event
+    service_log = ServicePaths.for_home(home).log.read_text()
+    assert all(run.tags[SANDBOX_ID_TAG] not in service_log for run in runs)
