@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from osiris_dagster.remote import relay_protocol  # noqa: E402
 from osiris_dagster.remote.event_relay import EventRelay  # noqa: E402
+from osiris_dagster.remote.launcher import is_supervised  # noqa: E402
 from osiris_dagster.remote.result_archive import unpack_result  # noqa: E402
 from osiris_dagster.sandbox_server import LocalSandboxServer  # noqa: E402
 
@@ -105,22 +106,14 @@ def bench_remote(work: Path, server: LocalSandboxServer, pool: bool = False) -> 
             SandboxPool(instance.run_launcher.settings).fill()  # idle and warm before the launch
         started = time.time()
         _launch_and_wait(instance, project, queued.run_id)
-        # Complete when the supervisor has exited: results unpacked, remote-only records appended.
-        supervisor = instance.get_run_by_id(queued.run_id).tags["e2b/supervisor_pid"]
-        while _alive(int(supervisor), "remote.supervisor"):
+        # Complete when the run's supervision ended: results unpacked, remote-only records appended.
+        while is_supervised(home, queued.run_id):
             time.sleep(0.02)
         wall = time.time() - started
         ended = _first(instance, queued.run_id, DagsterEventType.RUN_SUCCESS)
         first_step = _first(instance, queued.run_id, DagsterEventType.STEP_START)
         _wait_for_quiet(home)
         return first_step - started, ended - started, wall
-
-
-def _alive(pid: int, marker: str) -> bool:
-    try:
-        return marker in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return False
 
 
 def _launch_and_wait(instance: DagsterInstance, project: Path, run_id: str) -> None:
@@ -130,11 +123,14 @@ def _launch_and_wait(instance: DagsterInstance, project: Path, run_id: str) -> N
 
 
 def _wait_for_quiet(home: Path) -> None:
-    """No supervisor and no pool top-up of this home is still running."""
+    """No run of this home is still supervised and no pool top-up is running (the service may idle on)."""
     deadline = time.time() + 120
     while time.time() < deadline:
-        running = subprocess.run(["pgrep", "-f", f"osiris_dagster.remote.*{home}"], capture_output=True).stdout
-        if not running.strip():
+        busy = any(is_supervised(home, folder.name) for folder in (home / "e2b").iterdir() if folder.is_dir())
+        filling = subprocess.run(
+            ["pgrep", "-f", f"osiris_dagster.remote.sandbox_pool fill.*{home}"], capture_output=True
+        )
+        if not busy and not filling.stdout.strip():
             return
         time.sleep(0.2)
 

@@ -13,8 +13,8 @@ the webserver and the daemon through their shutdown pipes), and whatever is stil
 (`start_new_session`), read from /proc: Dagster starts its children in the parent's session and
 group on Linux, and a process orphaned by a killed parent (re-parented to init) keeps its
 session, so the session finds what a walk of the parent tree would miss. A process that calls
-`setsid()` leaves it on purpose — the E2B launcher's run supervisors and the warm pool's filler
-do, because they must outlive the process that started them and finish their run (killing one
+`setsid()` leaves it on purpose — the E2B launcher's supervision service and the warm pool's filler
+do, because they must outlive the process that started them and finish their runs (killing one
 would strand its sandbox) — and is deliberately left alone.
 
 If `osiris-dagster ui` itself is killed outright (SIGKILL: no handler runs), `dagster dev` gets
