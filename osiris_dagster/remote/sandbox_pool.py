@@ -18,7 +18,9 @@ sandbox service itself:
 * a top-up (`fill`) counts the pool's unclaimed sandboxes (idle or still filling) and creates the
   missing ones. Supervisors start one detached (``python -m osiris_dagster.remote.sandbox_pool
   fill``) after they claimed; a host-side lock file serializes top-ups so concurrent launches do
-  not overfill.
+  not overfill, and a top-up asked for by a run whose claim a later count already saw is skipped
+  (``pool-<name>.counted``: when the last count began), so a burst of runs ending does not
+  refill a pool that was drained meanwhile.
 
 Command line (reads the launcher config of ``$DAGSTER_HOME/dagster.yaml``)::
 
@@ -127,9 +129,18 @@ class SandboxPool:
         return None
 
     # -- filling ---------------------------------------------------------------------
-    def fill(self) -> list[str]:
-        """Top the pool up to ``pool_size`` unclaimed sandboxes; return the ids of the new ones."""
+    def fill(self, claimed_at: float | None = None) -> list[str]:
+        """Top the pool up to ``pool_size`` unclaimed sandboxes; return the ids of the new ones.
+
+        ``claimed_at``: when the requesting run's claim ended. A count that began after it has
+        already replaced what that run took: then there is nothing to do for it.
+        """
         with self._lock():
+            counted = self.lock_dir / f"pool-{self.name}.counted" if self.lock_dir is not None else None
+            if claimed_at is not None and counted is not None and _read_time(counted) > claimed_at:
+                log.info("pool %r: a top-up since this run's claim already counted it", self.name)
+                return []
+            counting_since = time.time()
             unclaimed = [s for s in self.status() if not s.state.startswith("claimed")]
             for pooled in [s for s in unclaimed if s.stale]:
                 with contextlib.suppress(Exception):
@@ -137,6 +148,8 @@ class SandboxPool:
             unclaimed = [s for s in unclaimed if not s.stale]
             missing = max(0, self.settings.pool_size - len(unclaimed))
             created = [self._create() for _ in range(missing)]  # listed (hence counted) at once
+            if counted is not None:
+                counted.write_text(repr(counting_since), encoding="utf-8")
         threads = [threading.Thread(target=self._prepare_or_kill, args=(sandbox,)) for sandbox in created]
         for thread in threads:
             thread.start()
@@ -194,11 +207,13 @@ class SandboxPool:
         sandbox.files.make_dir(IDLE_MARKER)
         log.info("pooled sandbox %s idle after %.0f ms", sandbox.sandbox_id, (time.perf_counter() - started) * 1000)
 
-    def start_fill_detached(self, log_file: Path) -> subprocess.Popen[bytes]:
+    def start_fill_detached(self, log_file: Path, claimed_at: float | None = None) -> subprocess.Popen[bytes]:
         """A top-up in its own process (the run does not wait for it)."""
         command = [sys.executable, "-m", __name__, "fill", "--settings-json", self.settings.to_json()]
         if self.lock_dir is not None:
             command += ["--lock-dir", str(self.lock_dir)]
+        if claimed_at is not None:
+            command += ["--claimed-at", repr(claimed_at)]
         with open(log_file, "ab") as output:
             process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
@@ -266,6 +281,13 @@ class SandboxPool:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _read_time(path: Path) -> float:
+    try:
+        return float(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 0.0
+
+
 def _warm_modules(settings: SandboxSettings) -> list[str]:
     """What a run may import: checked (imported) once, at fill time."""
     from osiris_dagster.remote.job_needs import BASE_MODULES, FAMILY_MODULES
@@ -295,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dagster-home")
     parser.add_argument("--settings-json", help=argparse.SUPPRESS)
     parser.add_argument("--lock-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--claimed-at", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.settings_json:
@@ -307,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         if settings.pool_size <= 0:
             print("the launcher config has no pool (pool: {size: N})")
             return 1
-        created = pool.fill()
+        created = pool.fill(claimed_at=args.claimed_at)
         print(f"pool {pool.name}: {len(created)} sandbox(es) added: {' '.join(created)}")
     elif args.action == "status":
         for pooled in pool.status():

@@ -192,6 +192,8 @@ class RunSupervisor:
         self._outcome = _Outcome()
         self._pool: Any = None
         self._pool_code: str | None = None
+        # When this run's claim on the pool ended (a top-up counted after it has replaced it).
+        self._claimed_at: float | None = None
         self._topped_up = False
         self._sandbox: Sandbox | None = None
         self._relay: Any = None
@@ -357,6 +359,8 @@ class RunSupervisor:
         except Exception as error:  # the pool is an optimisation: fall back to a fresh sandbox
             log.warning("could not claim a pooled sandbox: %s", mask_text(str(error)))
             return None
+        finally:
+            self._claimed_at = time.time()
         if claimed is None:
             log.info("no idle sandbox in pool %r: creating one", self.settings.pool_name)
             return None
@@ -371,7 +375,7 @@ class RunSupervisor:
             return
         self._topped_up = True
         try:
-            self._pool.start_fill_detached(self.files.root.parent / "pool.log")
+            self._pool.start_fill_detached(self.files.root.parent / "pool.log", claimed_at=self._claimed_at)
         except Exception as error:
             log.warning("could not start the pool top-up: %s", mask_text(str(error)))
 

@@ -3,14 +3,14 @@
 Everything is real: `dagster job launch` as a user types it, the service process the launcher
 starts, `kill -9` of it, the real `dagster-daemon` with run monitoring resuming runs through
 `E2BRunLauncher.resume_run`, the real e2b SDK against the local sandbox server. Expected event
-counts come from a local run of the same job (`dagster job execute`).
+counts come from the pipeline's definition (its two steps); a doubled event would show as two
+events with the same sandbox-set timestamp and message.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -21,10 +21,16 @@ import pytest
 from dagster import DagsterRunStatus
 
 from osiris_dagster.remote.run_files import RunFiles
-from osiris_dagster.remote.supervision_client import ServicePaths
+from osiris_dagster.remote.supervision_client import ServicePaths, start_service
 from osiris_dagster.remote.tags import SANDBOX_ID_TAG, SUPERVISOR_PID_TAG
-from tests.conftest import REPO, dagster_bin
-from tests.remote.conftest import dagster_execute, dagster_launch, instance_for, wait_for_event, wait_for_run
+from tests.conftest import dagster_bin
+from tests.remote.conftest import (
+    add_slow_pipeline,
+    dagster_launch,
+    instance_for,
+    wait_for_event,
+    wait_for_run,
+)
 from tests.remote.test_remote_resume import HOST_EVENTS, _event_counts
 
 pytestmark = pytest.mark.sandbox
@@ -48,17 +54,28 @@ def _services(home: Path) -> list[int]:
     return found
 
 
-def _local_run(tmp_path: Path, env: dict[str, str]) -> str:
-    local_project = tmp_path / "local"
-    local_project.mkdir()
-    for name in ("assets", "resources"):
-        shutil.copytree(REPO / name, local_project / name)
-    shutil.copy(REPO / "workspace.yaml", local_project / "workspace.yaml")
-    return dagster_execute(local_project, env)
+def _launch_at_once(project: Path, env: dict[str, str], count: int, job: str = "movies_to_csv") -> list[str]:
+    """``count`` `dagster job launch` processes started together (racing launchers); their run ids."""
+    before = {run.run_id for run in instance_for(env).get_runs()}
+    command = [dagster_bin(), "job", "launch", "-w", "workspace.yaml", "-j", job]
+    launches = [
+        subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for _ in range(count)
+    ]
+    for launch in launches:
+        output = launch.communicate(timeout=240)[0]
+        assert launch.returncode == 0, output[-3000:]
+    run_ids = [run.run_id for run in instance_for(env).get_runs() if run.run_id not in before]
+    assert len(run_ids) == count
+    return run_ids
 
 
-def _assert_every_event_once(instance: Any, run_id: str, local_id: str) -> None:
-    assert _event_counts(instance, run_id) == _event_counts(instance, local_id), run_id
+def _assert_every_event_once(instance: Any, run_id: str) -> None:
+    """The slow pipeline's events, each once: its 2 steps (from its YAML) and one run start and end."""
+    counts = _event_counts(instance, run_id)
+    expected = {"RUN_START": 1, "RUN_SUCCESS": 1, "STEP_START": 2, "STEP_SUCCESS": 2}
+    assert {name: counts[name] for name in expected} == expected, (run_id, counts)
+    # A resent event is stored again with the sandbox's timestamp and message: none is.
     keys = [
         (e.timestamp, e.dagster_event_type, e.user_message)
         for e in instance.all_logs(run_id)
@@ -68,9 +85,12 @@ def _assert_every_event_once(instance: Any, run_id: str, local_id: str) -> None:
 
 
 def _kill_service_mid_runs(instance: Any, run_ids: list[str]) -> int:
+    """`kill -9` of the service while every run is in its (slow) first step."""
     for run_id in run_ids:
-        wait_for_event(instance, run_id, "STEP_START", timeout=180)
-    (pid,) = {instance.get_run_by_id(run_id).tags[SUPERVISOR_PID_TAG] for run_id in run_ids}
+        wait_for_event(instance, run_id, "STEP_START", timeout=240)
+    runs = [instance.get_run_by_id(run_id) for run_id in run_ids]
+    assert not [run.run_id for run in runs if run.is_finished]  # all three in flight
+    (pid,) = {run.tags[SUPERVISOR_PID_TAG] for run in runs}
     os.kill(int(pid), signal.SIGKILL)
     return int(pid)
 
@@ -79,9 +99,9 @@ def test_kill_9_of_the_service_with_three_runs_in_flight_resumes_each_through_ru
     tmp_path: Path, project: Path, daemon
 ) -> None:
     started, env = daemon
-    local_id = _local_run(tmp_path, env)
+    add_slow_pipeline(project)
     started.start()
-    run_ids = [dagster_launch(project, env) for _ in range(3)]
+    run_ids = _launch_at_once(project, env, 3, job="slow_count")
     instance = instance_for(env)
     killed = _kill_service_mid_runs(instance, run_ids)
 
@@ -89,7 +109,7 @@ def test_kill_9_of_the_service_with_three_runs_in_flight_resumes_each_through_ru
         run = wait_for_run(instance, run_id, timeout=300)
         assert run.status == DagsterRunStatus.SUCCESS, instance.all_logs(run_id)[-1]
         assert int(run.tags[SUPERVISOR_PID_TAG]) != killed  # a new service finished it
-        _assert_every_event_once(instance, run_id, local_id)
+        _assert_every_event_once(instance, run_id)
     assert not list(ServicePaths.for_home(env["DAGSTER_HOME"]).spool.iterdir())
 
 
@@ -97,38 +117,41 @@ def test_kill_9_of_the_service_without_run_monitoring_the_next_service_picks_the
     tmp_path: Path, project: Path, remote_home
 ) -> None:
     _, env = remote_home()
-    local_id = _local_run(tmp_path, env)
-    run_ids = [dagster_launch(project, env) for _ in range(3)]
+    add_slow_pipeline(project)
+    run_ids = _launch_at_once(project, env, 3, job="slow_count")
     instance = instance_for(env)
     killed = _kill_service_mid_runs(instance, run_ids)
     time.sleep(1)
     assert all(instance.get_run_by_id(run_id).status == DagsterRunStatus.STARTED for run_id in run_ids)
 
     # No daemon: the next launch starts a service, which takes the spooled runs up again.
-    run_ids.append(dagster_launch(project, env))
+    run_ids.append(dagster_launch(project, env, job="slow_count"))
     for run_id in run_ids:
         run = wait_for_run(instance, run_id, timeout=300)
         assert run.status == DagsterRunStatus.SUCCESS, instance.all_logs(run_id)[-1]
         assert int(run.tags[SUPERVISOR_PID_TAG]) != killed
-        _assert_every_event_once(instance, run_id, local_id)
+        _assert_every_event_once(instance, run_id)
 
 
-def test_two_launchers_at_once_start_one_service(project: Path, remote_home) -> None:  # type: ignore[no-untyped-def]
+def test_services_started_at_once_and_two_launchers_at_once_make_one_service(project: Path, remote_home) -> None:  # type: ignore[no-untyped-def]
     home, env = remote_home()
     assert not _services(home)
-    command = [dagster_bin(), "job", "launch", "-w", "workspace.yaml", "-j", "movies_to_csv"]
-    launches = [
-        subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        for _ in range(2)
-    ]
-    for launch in launches:
-        output = launch.communicate(timeout=180)[0]
-        assert launch.returncode == 0, output[-3000:]
+    # Three services started at the same moment, as racing launchers start them: one wins the lock.
+    paths = ServicePaths.for_home(home)
+    paths.root.mkdir(parents=True)
+    started = [start_service(paths, idle_s=60) for _ in range(3)]
+    deadline = time.monotonic() + 60
+    while sum(process.poll() is None for process in started) > 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (winner,) = [process.pid for process in started if process.poll() is None]
+    assert [process.returncode for process in started if process.pid != winner] == [0, 0]
+
+    # Two launchers at once: both runs go to that one service.
+    _launch_at_once(project, env, 2)
     instance = instance_for(env)
     runs = instance.get_runs()
-    assert len(runs) == 2
-    assert len({run.tags[SUPERVISOR_PID_TAG] for run in runs}) == 1  # both handed to the same service
-    assert _services(home) == [int(runs[0].tags[SUPERVISOR_PID_TAG])]
+    assert {int(run.tags[SUPERVISOR_PID_TAG]) for run in runs} == {winner}
+    assert _services(home) == [winner]
     for run in runs:
         assert wait_for_run(instance, run.run_id, timeout=240).status == DagsterRunStatus.SUCCESS
 
