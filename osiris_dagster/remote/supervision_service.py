@@ -166,6 +166,8 @@ class SupervisionService:
                         if from_spool and supervisor.run_finished():
                             log.info("the run had finished before this service started: nothing to do")
                         else:
+                            if from_spool:
+                                supervisor.taken_up_by(os.getpid())
                             supervisor.run(resume=resume)
                     finally:
                         supervisor.close()

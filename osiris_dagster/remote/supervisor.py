@@ -56,7 +56,7 @@ from osiris_dagster.remote.run_lock import RunLock
 from osiris_dagster.remote.sandbox_lease import SandboxLease, kill_sandbox
 from osiris_dagster.remote.settings import SandboxSettings
 from osiris_dagster.remote.supervision_logs import MaskedStream, inherit
-from osiris_dagster.remote.tags import SANDBOX_ID_TAG, SANDBOX_METADATA_RUN_ID
+from osiris_dagster.remote.tags import SANDBOX_ID_TAG, SANDBOX_METADATA_RUN_ID, SUPERVISOR_PID_TAG
 from osiris_dagster.secrets import is_secret_key, mask_text, register_secret
 
 log = logging.getLogger("osiris_dagster.remote.supervisor")
@@ -219,6 +219,11 @@ class RunSupervisor:
     def run_finished(self) -> bool:
         run = self.instance.get_run_by_id(self.run_id)
         return run is None or run.is_finished
+
+    def taken_up_by(self, service_pid: int) -> None:
+        """A new supervision service took the run from its spool: say so on the run (tag + event)."""
+        self.instance.add_run_tags(self.run_id, {SUPERVISOR_PID_TAG: str(service_pid)})
+        self._engine_event(f"The E2B supervision service (pid {service_pid}) took the run up from its spool")
 
     def cancel(self) -> None:
         self._cancel.set()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import DagsterRunStatus
+from dagster import DagsterEventType, DagsterRunStatus
 
 from osiris_dagster.remote.run_files import RunFiles
 from osiris_dagster.remote.supervision_client import ServicePaths, start_service
@@ -73,7 +73,12 @@ def _launch_at_once(project: Path, env: dict[str, str], count: int, job: str = "
 def _assert_every_event_once(instance: Any, run_id: str) -> None:
     """The slow pipeline's events, each once: its 2 steps (from its YAML) and one run start and end."""
     counts = _event_counts(instance, run_id)
-    expected = {"RUN_START": 1, "RUN_SUCCESS": 1, "STEP_START": 2, "STEP_SUCCESS": 2}
+    expected = {
+        DagsterEventType.RUN_START.value: 1,
+        DagsterEventType.RUN_SUCCESS.value: 1,
+        DagsterEventType.STEP_START.value: 2,
+        DagsterEventType.STEP_SUCCESS.value: 2,
+    }
     assert {name: counts[name] for name in expected} == expected, (run_id, counts)
     # A resent event is stored again with the sandbox's timestamp and message: none is.
     keys = [
