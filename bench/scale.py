@@ -92,18 +92,14 @@ def main() -> None:
         return statistics.median(sample[index] for sample in samples)
 
     base_wall, base_cpu = median(runs[2], 0), median(runs[2], 1)
-    print(
-        f"{'steps':>6} {'validate s':>11} {'validate CPU s':>15} {'run s':>8} {'run CPU s':>10} "
-        f"{'ms/step wall':>13} {'ms/step CPU':>12}"
-    )
+    print(f"{'steps':>6} {'validate s':>11} {'validate CPU s':>15} {'run s':>8} {'run CPU s':>10} "
+          f"{'ms/step wall':>13} {'ms/step CPU':>12}")
     for steps in [2, *args.steps]:
         wall, cpu = median(runs[steps], 0), median(runs[steps], 1)
         per_wall = (wall - base_wall) / (steps - 2) * 1000 if steps > 2 else float("nan")
         per_cpu = (cpu - base_cpu) / (steps - 2) * 1000 if steps > 2 else float("nan")
-        print(
-            f"{steps:>6} {median(validations[steps], 0):>11.2f} {median(validations[steps], 1):>15.2f} "
-            f"{wall:>8.2f} {cpu:>10.2f} {per_wall:>13.1f} {per_cpu:>12.1f}"
-        )
+        print(f"{steps:>6} {median(validations[steps], 0):>11.2f} {median(validations[steps], 1):>15.2f} "
+              f"{wall:>8.2f} {cpu:>10.2f} {per_wall:>13.1f} {per_cpu:>12.1f}")
     print(f"\nmedian of {args.repeat}; per-step = (cost(N) - cost(2 steps)) / (N - 2); load: {os.getloadavg()[0]:.1f}")
 
 
