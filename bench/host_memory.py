@@ -176,6 +176,12 @@ def _wait_done(instance: DagsterInstance, home: Path, run_ids: list[str], timeou
             raise SystemExit(f"run {run_id} ended {run.status}; see {RunFiles.for_run(home, run_id).log}")
 
 
+def _wait_exited(home: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while _supervision_pids(home) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def measure(mode: str, work: Path, server: LocalSandboxServer, counts: list[int]) -> list[tuple[int, Sampler, float]]:
     project, home = _project(work / f"{mode}_project"), work / f"{mode}_home"
     home.mkdir()
@@ -205,6 +211,8 @@ def measure(mode: str, work: Path, server: LocalSandboxServer, counts: list[int]
         with per_process_launcher() if mode == "process" else _nothing():
             _wait_done(instance, home, _launch_all(instance, template_run, 1))  # warm-up
             for count in counts:
+                if mode == "process":  # the previous runs' processes are gone, not counted again
+                    _wait_exited(home)
                 with Sampler(home) as sampler:
                     _wait_done(instance, home, _launch_all(instance, template_run, count))
                 results.append((count, sampler, os.getloadavg()[0]))
@@ -213,8 +221,6 @@ def measure(mode: str, work: Path, server: LocalSandboxServer, counts: list[int]
                 with idle:
                     time.sleep(1)
                 results.append((0, idle, os.getloadavg()[0]))
-                for pid in _supervision_pids(home):  # the bench leaves no process behind
-                    os.kill(pid, signal.SIGTERM)
     return results
 
 
@@ -232,12 +238,17 @@ def main() -> None:
     table = {}
     with tempfile.TemporaryDirectory(dir=REPO / ".osiris" if (REPO / ".osiris").is_dir() else None) as temp:
         base = Path(temp)
+        (base / "sandboxes").mkdir()
         with LocalSandboxServer(
             port=0, base_dir=base / "sandboxes", extra_path=[str(Path(sys.executable).parent)]
         ) as server:
-            for mode in args.modes:
-                table[mode] = measure(mode, base, server, args.runs)
-                os.chdir(cwd)
+            try:
+                for mode in args.modes:
+                    table[mode] = measure(mode, base, server, args.runs)
+                    os.chdir(cwd)
+            finally:
+                for pid in _supervision_pids(base):  # the bench leaves no process behind
+                    os.kill(pid, signal.SIGTERM)
     print(f"{'design':>8} {'runs':>5} {'procs':>6} {'peak RSS MB':>12} {'RSS/run MB':>11} "
           f"{'peak PSS MB':>12} {'PSS/run MB':>11} {'load':>5}")  # fmt: skip
     for mode, rows in table.items():
