@@ -331,7 +331,7 @@ class RunSupervisor:
         os.replace(temp, self.files.state)
 
     def _job_needs(self) -> Any:
-        if self.spec.needs is not None:  # names from the launcher; values from this environment
+        if self.spec.needs is not None:  # names from the spec; values sent with the hand-over
             env = {name: self.environ[name] for name in self.spec.needs["env_names"] if name in self.environ}
             for name in self.spec.needs["secret_env_names"]:
                 if name in env:
