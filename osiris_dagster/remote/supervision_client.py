@@ -4,9 +4,11 @@ One service per DAGSTER_HOME (`supervision_service`) supervises every remote run
 instance. `hand_over` sends it one line of JSON on its unix socket and waits for the answer,
 which comes only once the run is written to the service's spool and its supervision lock is
 held: from then on the run is supervised, or — if the service dies — picked up again by the next
-service. If no service answers, this starts one (detached, in its own session, so it outlives a
-``dagster job launch``) and retries; two launchers doing so at once start two processes of which
-one wins the service lock and the other exits.
+service. If no service answers, the launcher writes the spool entry itself and starts a service
+(detached, in its own session, so it outlives a ``dagster job launch``) without waiting for it:
+`launch_run` returns at once, and the service takes the run up from the spool. Two launchers
+doing so at once start two processes: one wins the service lock, the other waits until the
+winner has taken up every spooled run (or has exited, then it serves itself).
 
 Kept free of Dagster and e2b imports: the launcher side needs only sockets and paths.
 """
@@ -20,14 +22,11 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 SERVICE_MODULE = "osiris_dagster.remote.supervision_service"
-# How long a launch waits for a service to answer (start-up included) before it fails.
-HAND_OVER_TIMEOUT_S = 60.0
 # An answer takes a spool write and a lock; a busy service may take a while to accept.
 _ANSWER_TIMEOUT_S = 30.0
 _MAX_MESSAGE = 1 << 20
@@ -76,7 +75,6 @@ def hand_over(
     resume: bool = False,
     env: dict[str, str] | None = None,
     idle_s: float = 60.0,
-    timeout_s: float = HAND_OVER_TIMEOUT_S,
 ) -> int:
     """Give the run in ``run_dir`` to this home's service; return the service's pid.
 
@@ -86,22 +84,23 @@ def hand_over(
     paths = ServicePaths.for_home(instance_root)
     paths.root.mkdir(parents=True, exist_ok=True)
     message = json.dumps({"run_dir": str(run_dir), "resume": resume, "env": env or {}}).encode() + b"\n"
-    deadline = time.monotonic() + timeout_s
-    starter: subprocess.Popen[bytes] | None = None
-    pause = 0.02
-    while True:
-        try:
-            return int(_exchange(paths.address, message)["pid"])
-        except (OSError, ValueError, KeyError) as error:  # no service, or it went away mid-answer
-            if time.monotonic() > deadline:
-                raise HandOverError(
-                    f"the E2B supervision service of {paths.root} did not take the run within {timeout_s:.0f} s "
-                    f"({type(error).__name__}: {error}); see {paths.log}"
-                ) from error
-        if starter is None or starter.poll() is not None:  # none of ours is starting: start one
-            starter = start_service(paths, idle_s)
-        time.sleep(pause)
-        pause = min(pause * 2, 0.5)
+    try:
+        return int(_exchange(paths.address, message)["pid"])
+    except (OSError, ValueError, KeyError):  # no service listening (or it is exiting)
+        pass
+    # Durable first, then the service: it reads the values of the run's variables from its own
+    # environment, which is this process's (the spool never holds a value).
+    spool_run(paths, run_dir, resume)
+    return start_service(paths, idle_s).pid
+
+
+def spool_run(paths: ServicePaths, run_dir: Path, resume: bool) -> None:
+    """Write the run's spool entry atomically (it stays until the run's supervision ends)."""
+    paths.spool.mkdir(parents=True, exist_ok=True)
+    entry = paths.spool / run_dir.name
+    temp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
+    temp.write_text(json.dumps({"run_dir": str(run_dir), "resume": resume}), encoding="utf-8")
+    os.replace(temp, entry)
 
 
 def _exchange(address: str, message: bytes) -> dict[str, Any]:

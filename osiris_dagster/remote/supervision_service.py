@@ -8,13 +8,16 @@ Dagster import (~140 MB each); here they are paid once, and each run costs a thr
 `supervision_client.hand_over` when no service answers:
 
 * **Singleton**: it holds ``flock(<DAGSTER_HOME>/e2b/service.lock)`` for its whole life; a second
-  one started meanwhile finds it taken and exits at once. Only then does it listen on the unix
-  socket (`ServicePaths.address`).
+  one started meanwhile finds it taken and waits (at most 30 s) until no spooled run lacks a
+  supervisor — the holder takes them up — then exits; if the holder exits first, it serves. Only
+  the holder listens on the unix socket (`ServicePaths.address`).
 * **Hand-over**: per connection, one JSON line ``{"run_dir", "resume", "env"}``. The run is
   written to the spool (``e2b/spool/<run id>``, without ``env``) and its supervision lock taken
   (`run_lock`) BEFORE the answer, so an acknowledged run is never lost: if the service dies, the
   lock is released (run monitoring sees it and calls `resume_run`) and the spool entry remains
-  (the next service picks it up when it starts, resuming from the run's state).
+  (the next service picks it up when it starts, resuming from the run's state). A launcher that
+  finds no service writes the spool entry itself and starts one; the service rescans the spool
+  every half second, so such runs are taken up whichever service holds the lock.
 * **Idle exit**: with no run for ``--idle-s`` seconds it stops listening and exits.
 
 Each run's records go to its own ``supervisor.log`` (`supervision_logs`); the service's own to
@@ -36,10 +39,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from osiris_dagster.remote import supervision_logs
+from osiris_dagster.remote import run_lock, supervision_logs
 from osiris_dagster.remote.run_files import RunFiles
 from osiris_dagster.remote.run_lock import RunLock
-from osiris_dagster.remote.supervision_client import ServicePaths, read_line
+from osiris_dagster.remote.supervision_client import ServicePaths, read_line, spool_run
 from osiris_dagster.secrets import mask_text
 
 log = logging.getLogger("osiris_dagster.remote.supervision_service")
@@ -62,10 +65,8 @@ class SupervisionService:
         self.paths.root.mkdir(parents=True, exist_ok=True)
         self.paths.spool.mkdir(exist_ok=True)
         service_lock = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(service_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return 0  # another service serves this home: it takes the hand-overs
+        if not self._take_service_lock(service_lock):
+            return 0  # another service serves this home and has taken up every spooled run
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(self.paths.address)
         listener.listen(64)
@@ -74,8 +75,8 @@ class SupervisionService:
             "supervision service %d serving %s (idle exit after %.0f s)", os.getpid(), self.paths.root, self.idle_s
         )
         try:
-            self._pick_up_spool()
             while not self._idle_too_long():
+                self._pick_up_spool()  # runs spooled by a launcher that found no listener, or a dead service
                 try:
                     connection, _ = listener.accept()
                 except TimeoutError:
@@ -89,6 +90,33 @@ class SupervisionService:
             log.info("supervision service %d exits: no run for %.0f s", os.getpid(), self.idle_s)
             os.close(service_lock)
         return 0
+
+    def _take_service_lock(self, fd: int) -> bool:
+        """The service lock; without it, wait while a spooled run lacks a supervisor (bounded)."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() > deadline or not self._unsupervised_spool():
+                    os.close(fd)
+                    return False
+            time.sleep(0.2)
+
+    def _unsupervised_spool(self) -> bool:
+        for entry in self.paths.spool.iterdir():
+            if entry.name.startswith("."):
+                continue
+            if not run_lock.is_held(RunFiles(self._spooled_dir(entry)).supervision_lock):
+                return True
+        return False
+
+    def _spooled_dir(self, entry: Path) -> Path:
+        try:
+            return Path(json.loads(entry.read_text(encoding="utf-8"))["run_dir"])
+        except (OSError, ValueError, KeyError):
+            return entry  # unreadable: counts as unsupervised until the holder removes it
 
     def _idle_too_long(self) -> bool:
         with self._guard:
@@ -104,7 +132,7 @@ class SupervisionService:
             env = {str(k): str(v) for k, v in (request.get("env") or {}).items()}
             if not RunFiles(run_dir).spec.is_file():
                 raise ValueError(f"no run spec in {run_dir}")
-            self._spool(run_dir, resume)
+            spool_run(self.paths, run_dir, resume)
             self._supervise(run_dir, resume, env, from_spool=False)
             reply: dict[str, Any] = {"pid": os.getpid()}
         except Exception as error:
@@ -115,17 +143,10 @@ class SupervisionService:
         except OSError as error:  # the launcher gave up waiting; it retries, and finds the run taken
             log.warning("could not answer a hand-over: %s", error)
 
-    def _spool(self, run_dir: Path, resume: bool) -> None:
-        """Durable before acknowledged: written atomically, removed when the run's supervision ends."""
-        entry = self.paths.spool / run_dir.name
-        temp = entry.with_name(f".{entry.name}.tmp")
-        temp.write_text(json.dumps({"run_dir": str(run_dir), "resume": resume}), encoding="utf-8")
-        os.replace(temp, entry)
-
     def _pick_up_spool(self) -> None:
         """Runs handed to a service that died: supervise them again (resuming where they got to)."""
         for entry in sorted(self.paths.spool.iterdir()):
-            if entry.name.startswith("."):
+            if entry.name.startswith(".") or entry.name in self._active:
                 continue
             try:
                 spooled = json.loads(entry.read_text(encoding="utf-8"))
@@ -138,6 +159,8 @@ class SupervisionService:
                 continue
             # A run whose worker had started is reattached, never started a second time.
             resume = bool(spooled.get("resume")) or _worker_started(RunFiles(run_dir))
+            if run_lock.is_held(RunFiles(run_dir).supervision_lock):
+                continue  # supervised elsewhere (a standalone supervisor)
             log.info("picking up run %s from the spool%s", run_dir.name, " (resuming)" if resume else "")
             self._supervise(run_dir, resume, {}, from_spool=True)
 
