@@ -13,7 +13,7 @@ from types import FrameType
 import click
 
 from .faults import FAULTS_ENV, FaultPlan, FaultSpecError
-from .network import NetworkIsolationUnavailable
+from .network import NETWORK_MODES, NetworkIsolationUnavailable
 from .server import LocalSandboxServer
 
 
@@ -49,12 +49,29 @@ def sandbox() -> None:
     ),
 )
 @click.option(
-    "--isolate-network",
-    is_flag=True,
-    help="Each sandbox in its own network namespace: no host loopback, no network (root; docs/local-sandbox.md).",
+    "--network",
+    type=click.Choice(NETWORK_MODES),
+    default="auto",
+    show_default=True,
+    help=(
+        "isolated: each sandbox in its own network namespace, without the host's loopback (root); "
+        "shared: the host's network; auto: isolated when possible (docs/local-sandbox.md)."
+    ),
+)
+@click.option(
+    "--forward",
+    default="",
+    metavar="PORTS",
+    help="Host ports an isolated sandbox reaches at the bridge address, e.g. '3306,5432'.",
 )
 def serve(
-    port: int, host: str, extra_path: tuple[str, ...], base_dir: str | None, faults: str | None, isolate_network: bool
+    port: int,
+    host: str,
+    extra_path: tuple[str, ...],
+    base_dir: str | None,
+    faults: str | None,
+    network: str,
+    forward: str,
 ) -> None:
     """Serve until Ctrl-C; prints the environment variables that point the e2b SDK here."""
     try:
@@ -62,16 +79,21 @@ def serve(
     except FaultSpecError as exc:
         raise click.BadParameter(str(exc), param_hint="--faults") from exc
     try:
+        ports = [int(p) for p in forward.replace(" ", "").split(",") if p]
+    except ValueError as exc:
+        raise click.BadParameter(f"not a list of ports: {forward!r}", param_hint="--forward") from exc
+    try:
         server = LocalSandboxServer(
             port=port,
             host=host,
             extra_path=list(extra_path),
             base_dir=base_dir,
             faults=plan or "",
-            isolate_network=isolate_network,
+            network=network,  # type: ignore[arg-type]
+            forward=ports,
         )
     except NetworkIsolationUnavailable as exc:
-        raise click.BadParameter(str(exc), param_hint="--isolate-network") from exc
+        raise click.BadParameter(str(exc), param_hint="--network") from exc
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--host") from exc
     server.start()
@@ -81,6 +103,9 @@ def serve(
     for name, value in server.env().items():
         click.echo(f"export {name}={shlex.quote(value)}")
     click.echo(f"# local E2B sandbox server listening on {server.api_url} (Ctrl-C to stop)", err=True)
+    if server.isolated:
+        forwarded = ", ".join(str(p) for p in ports) or "none"
+        click.echo(f"# sandboxes reach the host at {server.host_address} (forwarded ports: {forwarded})", err=True)
     if plan is not None:
         click.echo(f"# fault injection on: {plan.describe()}", err=True)
     try:

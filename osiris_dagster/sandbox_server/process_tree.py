@@ -109,6 +109,25 @@ def kill_sandbox_processes(root: Path, home: Path, roots: Iterable[int] = (), ne
     return len(killed)
 
 
+def kill_processes_in_netns(netns_inode: int) -> int:
+    """SIGKILL every process living in the network namespace ``netns_inode``; returns how many."""
+    killed: set[int] = set()
+    for _ in range(_MAX_SWEEPS):
+        pids = {
+            int(entry)
+            for entry in os.listdir("/proc")
+            if entry.isdigit() and _netns_inode(int(entry)) == netns_inode and _is_alive(int(entry))
+        } - killed
+        if not pids:
+            break
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        killed |= pids
+        time.sleep(0.01)
+    return len(killed)
+
+
 def _netns_inode(pid: int) -> int | None:
     try:
         return os.stat(f"/proc/{pid}/ns/net").st_ino

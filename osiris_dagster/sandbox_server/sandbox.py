@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .connect_protocol import ConnectError
-from .network import SandboxNetwork
+from .network import HostBridge, SandboxNetwork
 from .process_tree import kill_sandbox_processes
 from .sandbox_paths import SANDBOX_USER, SandboxPaths
 from .sandbox_process import SandboxProcess
@@ -61,9 +61,11 @@ class Sandbox:
         env_vars: dict[str, str],
         base_dir: Path | None,
         extra_path: list[str],
-        isolate_network: bool = False,
+        bridge: HostBridge | None = None,
     ) -> None:
         self.sandbox_id = _new_sandbox_id()
+        # First: a failure here must not leave a root directory behind.
+        self.network = SandboxNetwork(self.sandbox_id, bridge) if bridge is not None else None
         self.template_id = template_id
         self.metadata = dict(metadata)
         self.env_vars = dict(env_vars)
@@ -82,7 +84,6 @@ class Sandbox:
         self._lock = threading.Lock()
         self._processes: dict[int, SandboxProcess] = {}
         self.alive = True
-        self.network = SandboxNetwork(self.sandbox_id) if isolate_network else None
 
     # -- environment -------------------------------------------------------------
     def base_env(self) -> dict[str, str]:
@@ -209,9 +210,9 @@ class SandboxRegistry:
     """All live sandboxes of one server, plus the reaper that enforces timeouts."""
 
     def __init__(
-        self, *, base_dir: Path | None = None, extra_path: list[str] | None = None, isolate_network: bool = False
+        self, *, base_dir: Path | None = None, extra_path: list[str] | None = None, bridge: HostBridge | None = None
     ) -> None:
-        self._isolate_network = isolate_network
+        self._bridge = bridge
         self._base_dir = base_dir
         self._extra_path = list(extra_path or [])
         self._lock = threading.Lock()
@@ -231,7 +232,7 @@ class SandboxRegistry:
             env_vars=env_vars,
             base_dir=self._base_dir,
             extra_path=self._extra_path,
-            isolate_network=self._isolate_network,
+            bridge=self._bridge,
         )
         with self._lock:
             if self._closed:

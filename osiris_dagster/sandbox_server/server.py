@@ -29,7 +29,7 @@ from .connect_protocol import ConnectError, end_of_stream, parse_json_message
 from .envd_files import handle_files
 from .faults import FaultInjector, FaultPlan
 from .http_exchange import BadRequest, Exchange
-from .network import check_available
+from .network import HostBridge, NetworkMode, resolve_mode
 from .rest_api import handle_rest, is_rest_path
 from .sandbox import Sandbox, SandboxRegistry
 
@@ -229,7 +229,8 @@ class LocalSandboxServer:
         base_dir: str | os.PathLike[str] | None = None,
         extra_path: list[str] | None = None,
         faults: FaultPlan | str | None = None,
-        isolate_network: bool = False,
+        network: NetworkMode = "auto",
+        forward: list[int] | None = None,
     ) -> None:
         """``base_dir``: where sandbox roots are created (default: the system temp dir).
 
@@ -240,12 +241,16 @@ class LocalSandboxServer:
         its spec string, see ``faults.py`` and docs/local-sandbox.md). ``None`` reads
         ``OSIRIS_SANDBOX_FAULTS``; ``""`` (or the variable unset or empty) means none.
 
-        ``isolate_network``: each sandbox in its own network namespace, without the host's
-        loopback (and without any network; root only - see ``network.py``).
+        ``network``: ``auto`` (each sandbox in its own network namespace, without the host's
+        loopback, when the kernel allows it, else the host's network), ``isolated`` (raise
+        ``NetworkIsolationUnavailable`` when it cannot be had) or ``shared`` (see ``network.py``).
+
+        ``forward``: host ports an isolated sandbox reaches at ``host_address`` (relayed to the
+        host's ``127.0.0.1``), e.g. ``[3306, 5432]`` for the test databases.
         """
-        if isolate_network:
-            check_available()
-        self._isolate_network = isolate_network
+        self.isolated = resolve_mode(network)
+        self._forward = list(forward or [])
+        self._bridge: HostBridge | None = None
         self._host = check_loopback_host(host)
         self._requested_port = port
         self._base_dir = Path(base_dir) if base_dir is not None else None
@@ -260,10 +265,13 @@ class LocalSandboxServer:
     def start(self) -> LocalSandboxServer:
         if self._httpd is not None:
             return self
-        self.registry = SandboxRegistry(
-            base_dir=self._base_dir, extra_path=self._extra_path, isolate_network=self._isolate_network
-        )
-        self._httpd = _HTTPServer((self._host, self._requested_port), self.registry, self._faults)
+        self._bridge = HostBridge(self._forward) if self.isolated else None
+        self.registry = SandboxRegistry(base_dir=self._base_dir, extra_path=self._extra_path, bridge=self._bridge)
+        try:
+            self._httpd = _HTTPServer((self._host, self._requested_port), self.registry, self._faults)
+        except BaseException:
+            self._close_sandboxes()
+            raise
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
             kwargs={"poll_interval": 0.1},
@@ -290,9 +298,15 @@ class LocalSandboxServer:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._httpd.close_connections()
+        self._httpd = None
+        self._close_sandboxes()
+
+    def _close_sandboxes(self) -> None:
         if self.registry is not None:
             self.registry.close()
-        self._httpd = None
+        if self._bridge is not None:
+            self._bridge.close()
+            self._bridge = None
 
     def __enter__(self) -> LocalSandboxServer:
         return self.start()
@@ -330,6 +344,29 @@ class LocalSandboxServer:
     @property
     def sandbox_url(self) -> str:
         return self.api_url
+
+    @property
+    def host_address(self) -> str:
+        """The address a sandbox's commands reach the host at (the ``forward`` ports).
+
+        The bridge address when sandboxes are isolated, else ``127.0.0.1`` (shared network).
+        Point a run's connection hosts here (``MYSQL_HOST`` and the like), never at 127.0.0.1.
+        """
+        if not self.isolated:
+            return "127.0.0.1"
+        if self._bridge is None:
+            raise RuntimeError("server is not running")
+        return self._bridge.address
+
+    def forward(self, port: int) -> str:
+        """Make the host's ``127.0.0.1:port`` reachable from sandboxes; returns the address to use.
+
+        For a service started after the server (a test's HTTP stub). With the shared network the
+        port is reachable as it is and the address is ``127.0.0.1``.
+        """
+        if self._bridge is not None:
+            self._bridge.forward(port)
+        return self.host_address
 
     @property
     def api_key(self) -> str:

@@ -54,7 +54,7 @@ connections:
   mysql:
     corpus:
       default: true
-      host: 127.0.0.1
+      host: ${{MYSQL_HOST:-127.0.0.1}}
       port: 3306
       database: {mariadb}
       user: root
@@ -62,7 +62,7 @@ connections:
   postgres:
     corpus:
       default: true
-      url: postgresql+psycopg://postgres@127.0.0.1:5432/{postgres}
+      url: postgresql+psycopg://postgres@${{POSTGRES_HOST:-127.0.0.1}}:5432/{postgres}
 """
 
 __all__ = ["remote_home", "sandbox_server"]  # the remote-run fixtures, used by this module's test
@@ -136,7 +136,8 @@ def test_the_corpus_gives_the_same_bytes_however_the_run_starts(
     assert executed.returncode == 0, consoles[-1][-3000:]
     by_execute = outputs(corpus_project)
 
-    _home, env = remote_home()
+    _home, env = remote_home()  # MYSQL_HOST: where a sandbox reaches the host (not its own 127.0.0.1)
+    env = {**env, "POSTGRES_HOST": env["MYSQL_HOST"]}
     run_id = dagster_launch(corpus_project, env, job="corpus")
     with instance_for(env) as instance:
         run = wait_for_run(instance, run_id, timeout=240)

@@ -106,13 +106,15 @@ def _connections(database: str, count: int) -> dict:
     mysql = {}
     for i in range(count):
         mysql[f"fields_{i}"] = {
-            "host": "127.0.0.1",
+            "host": "${MYSQL_HOST}",  # where a sandbox reaches the host (remote_home sets it)
             "port": 3306,
             "database": database,
             "user": f"${{FZ_USER_{i}}}",
             "password": f"${{FZ_PASSWORD_{i}}}",
         }
-        mysql[f"url_{i}"] = {"url": f"mysql+pymysql://${{FZ_USER_{i}}}:${{FZ_PASSWORD_{i}}}@127.0.0.1:3306/{database}"}
+        mysql[f"url_{i}"] = {
+            "url": f"mysql+pymysql://${{FZ_USER_{i}}}:${{FZ_PASSWORD_{i}}}@${{MYSQL_HOST}}:3306/{database}"
+        }
         mysql[f"whole_url_{i}"] = {"url": f"${{FZ_URL_{i}}}"}
     return {"connections": {"sqlite": {"movies": {"demo": "movies", "default": True}}, "mysql": mysql}}
 
@@ -146,7 +148,7 @@ def _env(base: dict[str, str], users: list[tuple[str, str, str]], database: str,
         used = wrong_password if wrong else password
         env[f"FZ_USER_{i}"] = user
         env[f"FZ_PASSWORD_{i}"] = used
-        env[f"FZ_URL_{i}"] = f"mysql+pymysql://{user}:{quote(used, safe='')}@127.0.0.1:3306/{database}"
+        env[f"FZ_URL_{i}"] = f"mysql+pymysql://{user}:{quote(used, safe='')}@{base['MYSQL_HOST']}:3306/{database}"
     return env
 
 

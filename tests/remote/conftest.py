@@ -46,7 +46,11 @@ steps:
 @pytest.fixture(scope="session")
 def sandbox_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSandboxServer]:
     base = tmp_path_factory.mktemp("sandboxes")
-    with LocalSandboxServer(port=0, base_dir=base, extra_path=[str(Path(sys.executable).parent)]) as server:
+    # The default network: isolated when the kernel allows it (CI runs as root), so a run reaches the
+    # test databases only at ``server.host_address`` (MYSQL_HOST and the like), never at 127.0.0.1.
+    with LocalSandboxServer(
+        port=0, base_dir=base, extra_path=[str(Path(sys.executable).parent)], forward=[3306, 5432]
+    ) as server:
         yield server
 
 
@@ -76,11 +80,15 @@ def write_instance_config(home: Path, server: LocalSandboxServer, *, queued: boo
 def remote_home(
     clean_env: dict[str, str], sandbox_server: LocalSandboxServer
 ) -> Callable[..., tuple[Path, dict[str, str]]]:
-    """Configure the launcher in the test's DAGSTER_HOME; returns (home, env for subprocesses)."""
+    """Configure the launcher in the test's DAGSTER_HOME; returns (home, env for subprocesses).
+
+    The env points MySQL connections at the address sandboxes reach the host at (the profiles read
+    ``MYSQL_HOST``): with an isolated sandbox network, 127.0.0.1 is the sandbox itself.
+    """
 
     def configure(**launcher: Any) -> tuple[Path, dict[str, str]]:
         home = write_instance_config(Path(clean_env["DAGSTER_HOME"]), sandbox_server, **launcher)
-        return home, clean_env
+        return home, {**clean_env, "MYSQL_HOST": sandbox_server.host_address}
 
     return configure
 

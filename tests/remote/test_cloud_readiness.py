@@ -50,6 +50,7 @@ def test_cloud_backend_refuses_a_loopback_connection_host_at_launch(  # type: ig
 ) -> None:
     _, env = remote_home(backend="e2b", api_url=None, sandbox_url=None, template="osiris-dagster")
     env = {**env, "E2B_API_KEY": "e2b_not_a_real_key", "OSIRIS_PARAM_MOVIES_DB": "mysql.movies"}
+    del env["MYSQL_HOST"]
     messages = _launch_failure(project, env)  # MYSQL_HOST unset: the profile falls back to 127.0.0.1
     assert "@mysql.movies (host 127.0.0.1)" in messages, messages
     assert "Cloud backend: reachable hosts" in messages

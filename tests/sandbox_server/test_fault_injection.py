@@ -212,7 +212,7 @@ def test_cli_reads_the_spec_from_the_environment() -> None:
     proc = subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stderr is not None
-        lines = [proc.stderr.readline() for _ in range(2)]
+        lines = [proc.stderr.readline() for _ in range(3)]  # listening, network, faults
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -8,6 +8,7 @@ import psycopg
 import pytest
 from dagster import DagsterRunStatus
 
+from osiris_dagster.sandbox_server import LocalSandboxServer
 from tests.conftest import run_cli
 from tests.remote.conftest import dagster_launch, instance_for, remote_home, sandbox_server, wait_for_run
 from tests.supabase.postgrest_server import PostgrestServer
@@ -25,10 +26,20 @@ def all_rows(pg: psycopg.Connection) -> dict[str, list[dict]]:
 
 
 def test_supabase_pipeline_through_the_launcher_writes_the_rows_a_local_run_writes(
-    project: Path, remote_home, postgrest: PostgrestServer, pg_conninfo: str, pg: psycopg.Connection  # type: ignore[no-untyped-def]
+    project: Path,
+    remote_home,  # type: ignore[no-untyped-def]
+    sandbox_server: LocalSandboxServer,
+    postgrest: PostgrestServer,
+    pg_conninfo: str,
+    pg: psycopg.Connection,
 ) -> None:
     _home, env = remote_home()
     env = supabase_env(env, postgrest, pg_conninfo)
+    # A sandbox reaches the host's services at the server's host address, not at its own 127.0.0.1.
+    port = int(postgrest.url.rsplit(":", 1)[1])
+    host = sandbox_server.forward(port)
+    env["SUPABASE_URL"] = f"http://{host}:{port}"
+    env["SUPABASE_PG_DSN"] = env["SUPABASE_PG_DSN"].replace("@127.0.0.1:", f"@{host}:")
     local = run_cli(["run", "movies_to_supabase"], cwd=project, env=env)
     assert local.returncode == 0, local.stdout + local.stderr
     written_locally = all_rows(pg)
