@@ -80,7 +80,7 @@ def bench_remote(work: Path, server: LocalSandboxServer, pool: bool = False) -> 
     name = "remote_pool" if pool else "remote"
     project, home = _project(work / name), work / f"{name}_home"
     home.mkdir()
-    launcher: dict[str, object] = {"backend": "local", "api_url": server.api_url, "python": sys.executable}
+    launcher: dict[str, object] = {"backend": "local", "server_url": server.url, "python": sys.executable}
     if pool:
         launcher["pool"] = {"size": 1, "idle_ttl_s": 600, "name": "bench"}
     config = {

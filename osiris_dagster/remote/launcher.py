@@ -74,8 +74,12 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
             "pip_args": Field(Array(str), default_value=[], description="Extra pip arguments for install_deps"),
             "python": Field(StringSource, default_value="python3", description="Interpreter inside the sandbox"),
             "preflight_modules": Field(Array(str), default_value=[], description="Extra modules the run needs"),
-            "api_url": Field(Noneable(StringSource), is_required=False, description="backend local: the server's URL"),
-            "sandbox_url": Field(Noneable(StringSource), is_required=False, description="backend local: envd URL"),
+            "server_url": Field(
+                Noneable(StringSource), is_required=False, description="backend local: the sandbox server's URL"
+            ),
+            # Deprecated by e2b 2.63: still in the schema so the launcher can refuse them naming server_url.
+            "api_url": Field(Noneable(StringSource), is_required=False, description="refused: use server_url"),
+            "sandbox_url": Field(Noneable(StringSource), is_required=False, description="refused: use server_url"),
             "domain": Field(Noneable(StringSource), is_required=False, description="backend e2b: E2B domain"),
             "create_attempts": Field(Int, default_value=10, description="Sandbox create attempts (transient errors)"),
             "create_budget_s": Field(

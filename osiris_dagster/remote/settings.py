@@ -5,13 +5,14 @@ per-run supervisor (which receives it as JSON). It deliberately holds no credent
 is read from the supervisor's environment (`E2B_API_KEY`) at the moment the SDK needs it, so it
 is never written into a file, a run tag or a process argument.
 
-Reaching the backend: e2b 2.63 marks ``api_url``/``sandbox_url`` (and ``E2B_API_URL``/
-``E2B_SANDBOX_URL``) deprecated, "for internal use only". The cloud backend therefore passes only
-``api_key`` and, for a self-hosted E2B, ``domain`` (``E2B_DOMAIN``) - the supported way - and
-refuses ``api_url``/``sandbox_url``. The local server is not E2B's cloud: plain HTTP on a loopback
-port, which no non-deprecated SDK setting can address (``domain`` always means
-``https://api.<domain>``), so the local backend alone still passes ``api_url``/``sandbox_url``;
-the pinned SDK version and the contract tests catch their removal.
+Reaching the backend: e2b 2.63 deprecates ``api_url``/``sandbox_url`` (and ``E2B_API_URL``/
+``E2B_SANDBOX_URL``), "for internal use only". Both backends pass only supported settings: the
+cloud backend ``api_key`` and, for a self-hosted E2B, ``domain`` (``E2B_DOMAIN``); the local
+backend ``domain=sandbox.osiris.internal`` and ``proxy=<server_url>`` - the SDK tunnels its HTTPS
+to ``api.<domain>`` and ``<port>-<id>.<domain>`` through the local server, which answers as those
+names with a certificate from a per-user CA the process is made to trust (``sandbox_trust``).
+``api_url``/``sandbox_url`` in the config, and the two variables in the environment, are refused
+with a message naming the replacement, rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -22,12 +23,16 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from osiris_dagster.sandbox_trust import SANDBOX_DOMAIN, trust_local_ca
+
 Backend = Literal["e2b", "local"]
 
 E2B_API_KEY_ENV = "E2B_API_KEY"
-E2B_API_URL_ENV = "E2B_API_URL"
-E2B_SANDBOX_URL_ENV = "E2B_SANDBOX_URL"
 E2B_DOMAIN_ENV = "E2B_DOMAIN"
+SANDBOX_SERVER_ENV = "OSIRIS_SANDBOX_SERVER"
+# The SDK settings it deprecates: refused, naming what replaces them.
+DEPRECATED_SETTINGS = ("api_url", "sandbox_url")
+DEPRECATED_ENV = ("E2B_API_URL", "E2B_SANDBOX_URL")
 # The local sandbox server accepts any key; this is the one it documents.
 LOCAL_API_KEY = "e2b_local_sandbox"
 
@@ -51,8 +56,7 @@ class SandboxSettings:
     python: str = "python3"
     # Extra modules the preflight must find (drivers the template should carry).
     preflight_modules: tuple[str, ...] = ()
-    api_url: str | None = None
-    sandbox_url: str | None = None
+    server_url: str | None = None
     domain: str | None = None
     # Sandbox creation retries (tenacity): up to this many attempts within this many seconds.
     # E2B answers 429 at its concurrency/creation-rate limits (Hobby: 20 sandboxes, 1 create/s).
@@ -75,6 +79,13 @@ class SandboxSettings:
                 values[f"pool_{key}"] = pool[key]
         for name in ("env_passthrough", "pip_args", "preflight_modules"):
             values[name] = tuple(values.get(name) or ())
+        deprecated = [name for name in DEPRECATED_SETTINGS if values.get(name)]
+        if deprecated:
+            raise SandboxConfigError(
+                f"run_launcher.config.{'/'.join(deprecated)} is no longer accepted (e2b 2.63 deprecates it): for "
+                f"backend 'local' set run_launcher.config.server_url (or {SANDBOX_SERVER_ENV}), for a "
+                "self-hosted E2B set run_launcher.config.domain (or E2B_DOMAIN)"
+            )
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in values.items() if k in known and v is not None})
 
@@ -88,22 +99,34 @@ class SandboxSettings:
     def sdk_kwargs(self, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         """Connection arguments for `Sandbox.create/connect/kill`, resolved from config then env."""
         environ = os.environ if environ is None else environ
+        deprecated = [name for name in DEPRECATED_ENV if environ.get(name)]
+        if deprecated:
+            raise SandboxConfigError(
+                f"{' and '.join(deprecated)} in the environment: e2b 2.63 deprecates it and the launcher refuses "
+                f"it; unset it and set {SANDBOX_SERVER_ENV} (backend 'local') or E2B_DOMAIN (self-hosted E2B)"
+            )
         api_key = environ.get(E2B_API_KEY_ENV)
-        api_url = self.api_url or environ.get(E2B_API_URL_ENV)
-        sandbox_url = self.sandbox_url or environ.get(E2B_SANDBOX_URL_ENV)
         if self.backend == "local":
-            if not api_url:
+            server_url = self.server_url or environ.get(SANDBOX_SERVER_ENV)
+            if not server_url:
                 raise SandboxConfigError(
-                    "backend 'local' needs the sandbox server's URL: set run_launcher.config.api_url or "
-                    f"{E2B_API_URL_ENV} (printed by `osiris-dagster sandbox serve`)"
+                    "backend 'local' needs the sandbox server's URL: set run_launcher.config.server_url or "
+                    f"{SANDBOX_SERVER_ENV} (printed by `osiris-dagster sandbox serve`)"
                 )
-            return {"api_key": api_key or LOCAL_API_KEY, "api_url": api_url, "sandbox_url": sandbox_url or api_url}
+            try:
+                trust_local_ca()
+            except FileNotFoundError as exc:
+                raise SandboxConfigError(
+                    f"backend 'local': no local sandbox CA at {exc.args[0]}; start `osiris-dagster sandbox serve` "
+                    "as the same user first (it creates the CA the SDK must trust)"
+                ) from exc
+            return {"api_key": api_key or LOCAL_API_KEY, "domain": SANDBOX_DOMAIN, "proxy": server_url}
         if not api_key:
             raise SandboxConfigError(f"backend 'e2b' needs {E2B_API_KEY_ENV} in the environment of the launcher")
-        if self.api_url or self.sandbox_url:
+        if self.server_url:
             raise SandboxConfigError(
-                "run_launcher.config.api_url/sandbox_url are for backend 'local' only (e2b 2.63 deprecates "
-                "them); for a self-hosted E2B set run_launcher.config.domain (or E2B_DOMAIN)"
+                "run_launcher.config.server_url is for backend 'local' only; for a self-hosted E2B set "
+                "run_launcher.config.domain (or E2B_DOMAIN)"
             )
         kwargs: dict[str, Any] = {"api_key": api_key}
         domain = self.domain or environ.get(E2B_DOMAIN_ENV)

@@ -102,7 +102,7 @@ def serve(
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     for name, value in server.env().items():
         click.echo(f"export {name}={shlex.quote(value)}")
-    click.echo(f"# local E2B sandbox server listening on {server.api_url} (Ctrl-C to stop)", err=True)
+    click.echo(f"# local E2B sandbox server listening on {server.url} (Ctrl-C to stop)", err=True)
     if server.isolated:
         forwarded = ", ".join(str(p) for p in ports) or "none"
         click.echo(f"# sandboxes reach the host at {server.host_address} (forwarded ports: {forwarded})", err=True)

@@ -1,28 +1,36 @@
-"""The HTTP server: one loopback port serving both E2B's REST API and envd.
+"""The HTTP server: one loopback port serving both E2B's REST API and envd, over TLS.
 
-The SDK is pointed at it with ``api_url`` (control plane) and ``sandbox_url`` (envd);
-both are this server. envd requests carry ``E2b-Sandbox-Id`` (set by the SDK when
-``sandbox_url`` is used, ``e2b/sandbox_sync/main.py``), which selects the sandbox.
+The SDK is given ``domain`` and ``proxy`` (the supported settings; the URL settings are
+deprecated): it tunnels every request with ``CONNECT api.<domain>:443`` or
+``CONNECT <port>-<id>.<domain>:443`` to this port, and the server terminates TLS inside the
+tunnel (``tls.py``). envd requests carry ``E2b-Sandbox-Id`` (``e2b/sandbox_sync/main.py``), which
+selects the sandbox; the path tells REST from envd. Plain HTTP requests are still answered (old
+clients, ``curl``) and counted apart (``requests_by_scheme``), so a test can prove a run made none.
 
 stdlib ``ThreadingHTTPServer`` (one thread per connection) is enough and adds no
 dependency; the details that make it fast and correct with the SDK's pyqwest
-client are: HTTP/1.1 keep-alive, ``TCP_NODELAY`` (otherwise Nagle + delayed ACK add
-~40 ms per call), a listen backlog of 512 (30 parallel command streams overflow the
-default 5), and chunked request bodies (see ``http_exchange``).
+client are: HTTP/1.1 keep-alive (TLS ALPN offers ``http/1.1`` only), ``TCP_NODELAY`` (otherwise
+Nagle + delayed ACK add ~40 ms per call), a listen backlog of 512 (30 parallel command streams
+overflow the default 5), and chunked request bodies (see ``http_exchange``).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import io
 import ipaddress
 import logging
 import os
 import socket
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from osiris_dagster.sandbox_trust import trust_local_ca
 
 from . import envd_filesystem, envd_process
 from .connect_protocol import ConnectError, end_of_stream, parse_json_message
@@ -32,6 +40,7 @@ from .http_exchange import BadRequest, Exchange
 from .network import HostBridge, NetworkMode, resolve_mode
 from .rest_api import handle_rest, is_rest_path
 from .sandbox import Sandbox, SandboxRegistry
+from .tls import SANDBOX_DOMAIN, LocalCertificateAuthority
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +71,19 @@ class _HTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 512
 
-    def __init__(self, address: tuple[str, int], registry: SandboxRegistry, faults: FaultInjector | None) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        registry: SandboxRegistry,
+        faults: FaultInjector | None,
+        tls: ssl.SSLContext,
+        domain: str,
+    ) -> None:
         self.registry = registry
         self.faults = faults
+        self.tls = tls
+        self.domain = domain
+        self.requests_by_scheme: collections.Counter[str] = collections.Counter()
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _RequestHandler)
@@ -82,15 +101,53 @@ class _HTTPServer(ThreadingHTTPServer):
                 connection.shutdown(socket.SHUT_RDWR)
 
 
+class _SocketWriter(io.BufferedIOBase):
+    """Unbuffered writes with ``sendall`` (what ``StreamRequestHandler`` uses for plain sockets)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._sock.sendall(data)
+        with memoryview(data) as view:
+            return view.nbytes
+
+
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "osiris-local-e2b/1"
     server: _HTTPServer
 
+    scheme = "http"
+
     def setup(self) -> None:
         super().setup()
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.track(self.request, True)
+
+    def do_CONNECT(self) -> None:
+        """Open a tunnel to one of the domain's names and speak TLS in it, as E2B's hosts would."""
+        host, _, port = self.path.rpartition(":")
+        domain = self.server.domain
+        if port != "443" or not (host == f"api.{domain}" or host.endswith(f".{domain}")):
+            self.send_error(403, f"this server only answers as *.{domain}:443")
+            self.close_connection = True
+            return
+        self.send_response(200, "Connection established")
+        self.end_headers()
+        try:
+            tls = self.server.tls.wrap_socket(self.connection, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            log.debug("local sandbox server: TLS handshake for %s failed: %s", host, exc)
+            self.close_connection = True
+            return
+        self.connection = self.request = tls
+        self.rfile = tls.makefile("rb", self.rbufsize)
+        self.wfile = _SocketWriter(tls)
+        self.scheme = "https"
 
     def finish(self) -> None:
         self.server.track(self.request, False)
@@ -105,6 +162,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_GET
 
     def _dispatch(self) -> None:
+        self.server.requests_by_scheme[self.scheme] += 1
         exchange = Exchange(self)
         try:
             _route(exchange, self.server.registry, self.server.faults)
@@ -229,6 +287,7 @@ class LocalSandboxServer:
         base_dir: str | os.PathLike[str] | None = None,
         extra_path: list[str] | None = None,
         faults: FaultPlan | str | None = None,
+        domain: str = SANDBOX_DOMAIN,
         network: NetworkMode = "auto",
         forward: list[int] | None = None,
     ) -> None:
@@ -248,6 +307,8 @@ class LocalSandboxServer:
         ``forward``: host ports an isolated sandbox reaches at ``host_address`` (relayed to the
         host's ``127.0.0.1``), e.g. ``[3306, 5432]`` for the test databases.
         """
+        self._domain = domain
+        self._ca = LocalCertificateAuthority()
         self.isolated = resolve_mode(network)
         self._forward = list(forward or [])
         self._bridge: HostBridge | None = None
@@ -268,7 +329,13 @@ class LocalSandboxServer:
         self._bridge = HostBridge(self._forward) if self.isolated else None
         self.registry = SandboxRegistry(base_dir=self._base_dir, extra_path=self._extra_path, bridge=self._bridge)
         try:
-            self._httpd = _HTTPServer((self._host, self._requested_port), self.registry, self._faults)
+            self._httpd = _HTTPServer(
+                (self._host, self._requested_port),
+                self.registry,
+                self._faults,
+                self._ca.server_context(self._domain),
+                self._domain,
+            )
         except BaseException:
             self._close_sandboxes()
             raise
@@ -338,12 +405,26 @@ class LocalSandboxServer:
         return int(self._httpd.server_address[1])
 
     @property
-    def api_url(self) -> str:
+    def url(self) -> str:
+        """``http://127.0.0.1:<port>``: the proxy the SDK tunnels through (``OSIRIS_SANDBOX_SERVER``)."""
         return f"http://{self._host}:{self.port}"
 
     @property
-    def sandbox_url(self) -> str:
-        return self.api_url
+    def domain(self) -> str:
+        """The names the server answers as over TLS: ``api.<domain>`` and ``<port>-<id>.<domain>``."""
+        return self._domain
+
+    @property
+    def trust_file(self) -> Path:
+        """The roots plus the local CA: ``SSL_CERT_FILE`` for a client process (``sandbox_trust``)."""
+        return self._ca.trust_path
+
+    @property
+    def requests_by_scheme(self) -> collections.Counter[str]:
+        """Requests answered so far, by ``http`` (plain) and ``https`` (inside a TLS tunnel)."""
+        if self._httpd is None:
+            raise RuntimeError("server is not running")
+        return self._httpd.requests_by_scheme
 
     @property
     def host_address(self) -> str:
@@ -375,15 +456,21 @@ class LocalSandboxServer:
     def sdk_kwargs(self) -> dict[str, str]:
         """Keyword arguments for ``Sandbox.create/connect/list`` (sync and async).
 
-        ``api_url`` and ``sandbox_url`` are what the SDK offers for this (marked
-        deprecated-for-next-major in e2b/connection_config.py ``ApiParams``); without
-        ``sandbox_url`` it would dial ``https://49983-<id>.e2b.app``.
+        Only the supported settings: ``domain`` and ``proxy`` (the URL settings are deprecated in
+        e2b 2.63). Makes this process trust the local CA (``SSL_CERT_FILE``, see
+        ``osiris_dagster.sandbox_trust``) - do it before the process's first SDK call.
         """
-        return {"api_key": self.api_key, "api_url": self.api_url, "sandbox_url": self.sandbox_url}
+        trust_local_ca()
+        return {"api_key": self.api_key, "domain": self.domain, "proxy": self.url}
 
     def env(self) -> dict[str, str]:
-        """The same as environment variables, for a subprocess or ``os.environ``."""
-        return {"E2B_API_KEY": self.api_key, "E2B_API_URL": self.api_url, "E2B_SANDBOX_URL": self.sandbox_url}
+        """What a subprocess needs: the launcher's ``OSIRIS_SANDBOX_SERVER``, and the SDK's own settings."""
+        return {
+            "OSIRIS_SANDBOX_SERVER": self.url,
+            "E2B_API_KEY": self.api_key,
+            "E2B_DOMAIN": self.domain,
+            "SSL_CERT_FILE": str(self.trust_file),
+        }
 
 
 def _fault_plan(value: FaultPlan | str) -> FaultPlan | None:

@@ -61,8 +61,7 @@ def write_instance_config(home: Path, server: LocalSandboxServer, *, queued: boo
             "class": "E2BRunLauncher",
             "config": {
                 "backend": "local",
-                "api_url": server.api_url,
-                "sandbox_url": server.sandbox_url,
+                "server_url": server.url,
                 "python": sys.executable,
                 **launcher,
             },

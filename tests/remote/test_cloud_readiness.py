@@ -6,6 +6,7 @@ which is the point - the run fails in a second instead of minutes later in a san
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -13,8 +14,9 @@ import pytest
 from dagster import DagsterEventType, DagsterRunStatus
 
 from osiris_dagster.remote.settings import SandboxConfigError, SandboxSettings
+from osiris_dagster.sandbox_server import LocalSandboxServer
 from tests.conftest import dagster_bin
-from tests.remote.conftest import instance_for
+from tests.remote.conftest import dagster_launch, instance_for, wait_for_run
 
 pytestmark = pytest.mark.sandbox
 
@@ -37,7 +39,7 @@ def _launch_failure(project: Path, env: dict[str, str], job: str = "movies_to_cs
 def test_default_template_without_dagster_fails_at_launch_naming_the_build_command(  # type: ignore[no-untyped-def]
     project: Path, remote_home
 ) -> None:
-    _, env = remote_home(backend="e2b", api_url=None, sandbox_url=None)
+    _, env = remote_home(backend="e2b", server_url=None)
     messages = _launch_failure(project, {**env, "E2B_API_KEY": "e2b_not_a_real_key"})
     assert "osiris-dagster e2b template build --name osiris-dagster" in messages, messages
     assert "template: osiris-dagster" in messages
@@ -48,7 +50,7 @@ def test_default_template_without_dagster_fails_at_launch_naming_the_build_comma
 def test_cloud_backend_refuses_a_loopback_connection_host_at_launch(  # type: ignore[no-untyped-def]
     project: Path, remote_home
 ) -> None:
-    _, env = remote_home(backend="e2b", api_url=None, sandbox_url=None, template="osiris-dagster")
+    _, env = remote_home(backend="e2b", server_url=None, template="osiris-dagster")
     env = {**env, "E2B_API_KEY": "e2b_not_a_real_key", "OSIRIS_PARAM_MOVIES_DB": "mysql.movies"}
     del env["MYSQL_HOST"]
     messages = _launch_failure(project, env)  # MYSQL_HOST unset: the profile falls back to 127.0.0.1
@@ -69,41 +71,39 @@ def test_cloud_backend_with_a_reachable_host_passes_the_loopback_check(project: 
     assert loopback_connections(layout, "movies_to_csv", {}, {}) == []  # the sqlite demo: no host
 
 
-def test_cloud_backend_passes_no_deprecated_sdk_argument() -> None:
+def test_no_backend_passes_a_deprecated_sdk_argument(sandbox_server: LocalSandboxServer) -> None:
     environ = {"E2B_API_KEY": "k", "E2B_DOMAIN": "e2b.example.org"}
     assert SandboxSettings(backend="e2b").sdk_kwargs(environ) == {"api_key": "k", "domain": "e2b.example.org"}
     with pytest.raises(SandboxConfigError, match="domain"):
-        SandboxSettings(backend="e2b", api_url="http://127.0.0.1:1").sdk_kwargs(environ)
+        SandboxSettings(backend="e2b", server_url="http://127.0.0.1:1").sdk_kwargs(environ)
+    # The local backend: the supported settings only, the server reached as a proxy.
+    local = SandboxSettings(backend="local").sdk_kwargs({"OSIRIS_SANDBOX_SERVER": sandbox_server.url})
+    assert local == {"api_key": "e2b_local_sandbox", "domain": "sandbox.osiris.internal", "proxy": sandbox_server.url}
+    assert os.environ["SSL_CERT_FILE"] == str(sandbox_server.trust_file)
 
 
-_EXPORT_OUTSIDE = """\
-oml_version: "0.1.0"
-name: export-outside
-steps:
-- id: extract-actors
-  component: sql.extractor
-  mode: read
-  config: {connection: "@sqlite.movies", query: "SELECT * FROM actors ORDER BY id"}
-- id: write-actors-outside
-  component: filesystem.csv_writer
-  mode: write
-  needs: ["extract-actors"]
-  config: {path: "%s/actors.csv"}
-"""
+@pytest.mark.parametrize("name", ["api_url", "sandbox_url"])
+def test_deprecated_settings_in_the_config_are_refused_naming_the_replacement(name: str) -> None:
+    with pytest.raises(SandboxConfigError, match=f"config.{name} is no longer accepted.*server_url"):
+        SandboxSettings.from_config({"backend": "local", name: "http://127.0.0.1:8123"})
 
 
-def test_a_write_under_an_output_root_outside_the_project_is_refused_at_launch(  # type: ignore[no-untyped-def]
-    project: Path, remote_home, tmp_path: Path
+@pytest.mark.parametrize("name", ["E2B_API_URL", "E2B_SANDBOX_URL"])
+@pytest.mark.parametrize("backend", ["local", "e2b"])
+def test_deprecated_variables_in_the_environment_are_refused_naming_the_replacement(name: str, backend: str) -> None:
+    environ = {"E2B_API_KEY": "k", "OSIRIS_SANDBOX_SERVER": "http://127.0.0.1:8123", name: "http://127.0.0.1:8123"}
+    with pytest.raises(SandboxConfigError, match=f"{name} in the environment.*OSIRIS_SANDBOX_SERVER"):
+        SandboxSettings(backend=backend).sdk_kwargs(environ)  # type: ignore[arg-type]
+
+
+def test_a_whole_remote_run_makes_no_plain_http_request(  # type: ignore[no-untyped-def]
+    project: Path, remote_home, sandbox_server: LocalSandboxServer
 ) -> None:
-    # Locally this pipeline is valid (the project declares the folder); remotely the file would be
-    # written in the sandbox's copy and never come back, so the launch must say so instead.
-    exports = tmp_path / "exports"
-    exports.mkdir()
-    (project / "osiris.yaml").write_text(f"output_roots:\n  - {exports}\n")
-    (project / "assets" / "export_outside.yaml").write_text(_EXPORT_OUTSIDE % exports)
     _, env = remote_home()
-    messages = _launch_failure(project, env, job="export_outside")
-    assert f"write-actors-outside -> {exports}/actors.csv" in messages, messages
-    assert "brings back only files inside the project folder" in messages
-    assert list(exports.iterdir()) == []
-    assert not (Path(env["DAGSTER_HOME"]) / "e2b").exists() or not any((Path(env["DAGSTER_HOME"]) / "e2b").iterdir())
+    before = dict(sandbox_server.requests_by_scheme)
+    with instance_for(env) as instance:
+        run = wait_for_run(instance, dagster_launch(project, env))
+    assert run.status == DagsterRunStatus.SUCCESS
+    after = dict(sandbox_server.requests_by_scheme)
+    assert after.get("http", 0) == before.get("http", 0), after
+    assert after["https"] - before.get("https", 0) >= 5  # create, upload, start, download, kill at least

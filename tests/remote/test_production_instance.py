@@ -76,7 +76,7 @@ def production(
     with LocalSandboxServer(port=0, base_dir=tmp_path, extra_path=[venv_bin], faults="") as server:
         launcher = config["run_launcher"]["config"]
         launcher.pop("template")
-        launcher.update(backend="local", api_url=server.api_url, sandbox_url=server.sandbox_url, python=sys.executable)
+        launcher.update(backend="local", server_url=server.url, python=sys.executable)
         (home / "dagster.yaml").write_text(yaml.safe_dump(config))
         env = {
             **clean_env,

@@ -142,7 +142,6 @@ def _server_of(home: Path):  # type: ignore[no-untyped-def]
     config = yaml.safe_load((home / "dagster.yaml").read_text())["run_launcher"]["config"]
 
     class _Server(LocalSandboxServer):
-        api_url = config["api_url"]  # type: ignore[assignment]
-        sandbox_url = config["sandbox_url"]  # type: ignore[assignment]
+        url = config["server_url"]  # type: ignore[assignment]
 
     return _Server()

@@ -27,8 +27,7 @@ pytestmark = pytest.mark.sandbox
 def _pool(server, size: int, idle_ttl_s: int) -> SandboxPool:  # type: ignore[no-untyped-def]
     settings = SandboxSettings(
         backend="local",
-        api_url=server.api_url,
-        sandbox_url=server.sandbox_url,
+        server_url=server.url,
         python=sys.executable,
         pool_size=size,
         pool_idle_ttl_s=idle_ttl_s,

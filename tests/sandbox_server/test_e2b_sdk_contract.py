@@ -360,7 +360,7 @@ def test_server_refuses_non_loopback_hosts() -> None:
         with pytest.raises(ValueError, match="refusing to bind"):
             LocalSandboxServer(host=host)
     with LocalSandboxServer(host="localhost") as srv:
-        assert srv.api_url.startswith("http://127.0.0.1:")
+        assert srv.url.startswith("http://127.0.0.1:")
 
 
 def test_two_servers_side_by_side(server: LocalSandboxServer) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import struct
 from collections.abc import Iterator
 from typing import Any
@@ -19,8 +20,18 @@ from e2b import Sandbox
 from e2b.envd.process import process_pb
 
 from osiris_dagster.sandbox_server import LocalSandboxServer
+from osiris_dagster.sandbox_trust import SANDBOX_DOMAIN
 
 pytestmark = pytest.mark.sandbox
+
+
+def _envd(server: LocalSandboxServer) -> httpx.Client:
+    """A client that reaches envd the way the SDK does: a CONNECT tunnel through the server, then TLS."""
+    return httpx.Client(proxy=server.url, verify=ssl.create_default_context(cafile=str(server.trust_file)))
+
+
+def _host(sandbox_id: str) -> str:
+    return f"https://49983-{sandbox_id}.{SANDBOX_DOMAIN}"
 
 
 def _envelope(message: dict[str, Any]) -> bytes:
@@ -54,8 +65,8 @@ def _start(server: LocalSandboxServer, sandbox_id: str, cmd: str, **headers: str
         yield body[:3]
         yield body[3:]
 
-    response = httpx.post(
-        f"{server.sandbox_url}/process.Process/Start",
+    response = _envd(server).post(
+        f"{_host(sandbox_id)}/process.Process/Start",
         content=chunked(),
         headers={"Content-Type": "application/connect+json", "E2b-Sandbox-Id": sandbox_id, **headers},
         timeout=10,
@@ -66,9 +77,7 @@ def _start(server: LocalSandboxServer, sandbox_id: str, cmd: str, **headers: str
 
 
 def test_start_stream_frames(server: LocalSandboxServer, sandbox_id: str) -> None:
-    raw = _start(
-        server, sandbox_id, "sleep 0.5; echo out; echo err >&2; exit 4", **{"Keepalive-Ping-Interval": "0.2"}
-    )
+    raw = _start(server, sandbox_id, "sleep 0.5; echo out; echo err >&2; exit 4", **{"Keepalive-Ping-Interval": "0.2"})
     frames = _frames(raw)
     flags = [f for f, _ in frames]
     assert flags[:-1] == [0] * (len(frames) - 1) and flags[-1] == 0x02
@@ -95,15 +104,15 @@ def test_connect_timeout_ms_kills_and_reports_deadline(server: LocalSandboxServe
 
 def test_unary_errors_use_connect_codes(server: LocalSandboxServer, sandbox_id: str) -> None:
     headers = {"Content-Type": "application/json", "E2b-Sandbox-Id": sandbox_id}
-    response = httpx.post(
-        f"{server.sandbox_url}/filesystem.Filesystem/Stat", json={"path": "/nope"}, headers=headers
+    response = _envd(server).post(
+        f"{_host(sandbox_id)}/filesystem.Filesystem/Stat", json={"path": "/nope"}, headers=headers
     )
     assert (response.status_code, response.json()["code"]) == (404, "not_found")
-    response = httpx.post(
-        f"{server.sandbox_url}/process.Process/SendSignal",
+    response = _envd(server).post(
+        f"{_host(sandbox_id)}/process.Process/SendSignal",
         json={"process": {"pid": 999999}, "signal": "SIGNAL_SIGKILL"},
         headers=headers,
     )
     assert (response.status_code, response.json()["code"]) == (404, "not_found")
-    response = httpx.get(f"{server.sandbox_url}/health", headers={"E2b-Sandbox-Id": "gone"})
+    response = _envd(server).get(f"{_host('gone')}/health", headers={"E2b-Sandbox-Id": "gone"})
     assert response.status_code == 502 and "was not found" in response.json()["message"]
