@@ -187,8 +187,7 @@ def measure(mode: str, work: Path, server: LocalSandboxServer, counts: list[int]
     home.mkdir()
     launcher = {
         "backend": "local",
-        "api_url": server.api_url,
-        "sandbox_url": server.sandbox_url,
+        "server_url": server.url,
         "python": sys.executable,
         "supervision_idle_s": 600,
     }
