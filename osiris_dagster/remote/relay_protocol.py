@@ -23,6 +23,9 @@ speaks it before it knows whether Dagster is importable.
 from __future__ import annotations
 
 import json
+import mmap
+import os
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,23 +71,40 @@ def parse_line(line: str) -> Line | None:
 
 
 class DurableLog:
-    """The worker's side: number each line, append it to the durable log, then print it."""
+    """The worker's side: number each line, append it to the durable log, then print it.
+
+    The line counter lives in an anonymous shared memory page, so a child forked by the worker
+    (the run's executing process, which relays events as they are stored) and the worker itself
+    count on ONE sequence: the worker's control lines after the run continue where the child's
+    events stopped. They never write at the same time (the worker waits for the child).
+    """
 
     def __init__(self, path: str, stdout: Any) -> None:
         # Line-buffered append: each line reaches the file (the page cache survives the worker's
         # death; only the sandbox's death loses it, and then the run is lost anyway).
         self._file = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 (lives as long as the worker)
         self._stdout = stdout
-        self.seq = 0
+        self._counter = mmap.mmap(-1, 8)  # MAP_SHARED: shared with forked children
+
+    @property
+    def seq(self) -> int:
+        return int(struct.unpack_from("<q", self._counter)[0])
+
+    def keep_stdout(self) -> None:
+        """Keep printing to the current stdout after this process points its fd 1 elsewhere."""
+        self._stdout.flush()
+        self._stdout = os.fdopen(os.dup(self._stdout.fileno()), "w", encoding="utf-8")
 
     def emit(self, kind: str, payload: str) -> None:
         self.emit_many([(kind, payload)])
 
     def emit_many(self, items: list[tuple[str, str]]) -> None:
+        seq = self.seq
         lines = []
         for kind, payload in items:
-            self.seq += 1
-            lines.append(protocol_line(self.seq, kind, payload))
+            seq += 1
+            lines.append(protocol_line(seq, kind, payload))
+        struct.pack_into("<q", self._counter, 0, seq)
         text = "".join(lines)
         self._file.write(text)
         self._file.flush()

@@ -39,6 +39,7 @@ _WARM_MODULES = (
     "dagster._core.snap",
     "dagster._core.storage.dagster_run",
     "dagster._core.storage.event_log.sqlite.sqlite_event_log",
+    "osiris_dagster.remote.relayed_event_log",
     "dagster._core.storage.runs.sqlite.sqlite_run_storage",
     "dagster._core.execution.api",
     "osiris_dagster.components.pipeline_component",

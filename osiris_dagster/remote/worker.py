@@ -15,8 +15,11 @@ to stderr. In order:
 3. **Execute** the stock ``dagster api execute_run`` in a forked child. Forking after Dagster and
    the code location are imported saves a second interpreter start-up (~1.5 s on 2 cores); the
    child's stdout is pointed at stderr so it can never tear a protocol line.
-4. **Relay**: tail ``get_records_for_run`` in storage-id order and emit each ``EventLogEntry``
-   into the durable, sequence-numbered log (`relay_protocol.DurableLog`), which also prints it.
+4. **Relay** each ``EventLogEntry`` into the durable, sequence-numbered log
+   (`relay_protocol.DurableLog`, which also prints it), in storage-id order. A run executed in
+   one process (the in-process executor, the default) stores its events in memory and relays each
+   as it is stored (`relayed_event_log`: no sqlite commit, no poll); a multiprocess run keeps the
+   on-disk sqlite log, which the worker tails with ``get_records_for_run``.
 5. **Pack** the session dir, the outputs the run reported and the compute logs into one archive.
 6. Emit ``exit {"code": n}`` as the last line, so a host that reconnects after the worker ended
    still learns how it ended.
@@ -27,6 +30,7 @@ interrupted, so Dagster ends it as CANCELED rather than "interrupted unexpectedl
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -126,10 +130,18 @@ def seed_instance(payload: dict[str, str], project_dir: Path) -> tuple[str, Any]
     return run.run_id, origin
 
 
-def _execute_run_child(run_id: str, origin: Any) -> None:
-    """In the forked child: the stock `dagster api execute_run`, never returning."""
+def _execute_run_child(run_id: str, origin: Any, relay_events: bool) -> None:
+    """In the forked child: the stock `dagster api execute_run`, never returning.
+
+    With ``relay_events`` the run's in-memory event log relays each event into the durable log
+    (on the protocol stdout, kept before fd 1 is pointed at stderr)."""
     code = 1
     try:
+        if relay_events:
+            from osiris_dagster.remote import relayed_event_log
+
+            _durable().keep_stdout()
+            relayed_event_log.relay_to(_durable())
         os.dup2(2, 1)
         from dagster._cli.api import execute_run_command
         from dagster._grpc.types import ExecuteRunArgs
@@ -148,24 +160,45 @@ def _execute_run_child(run_id: str, origin: Any) -> None:
         os._exit(code)
 
 
-def relay_and_wait(run_id: str, child: int) -> int:
-    """Print every stored event of the run until the child exits and the log is drained."""
+def uses_relayed_event_log(payload: dict[str, str]) -> bool:
+    """Is the run executed in one process, so its events can live in memory and be relayed as stored?
+
+    The multiprocess executor (chosen by run config, `recording_executor`) stores events from one
+    process per step: those runs need the on-disk log every process writes to."""
+    from dagster import deserialize_value
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    execution = (deserialize_value(payload["run"], DagsterRun).run_config or {}).get("execution") or {}
+    return "multiprocess" not in (execution.get("config") or {})
+
+
+def relay_and_wait(run_id: str, child: int, poll_events: bool) -> int:
+    """Wait for the child; with ``poll_events``, print every stored event until the log is drained.
+
+    Without it the child relays its events itself (`relayed_event_log`) and this only waits and
+    forwards a cancel."""
     from dagster import DagsterInstance
     from dagster._serdes import serialize_value
 
     exit_code: int | None = None
     cursor: str | None = None
-    with DagsterInstance.get() as instance:
-        cancel_requested: list[int] = []
-        signal.signal(signal.SIGTERM, lambda signum, frame: cancel_requested.append(signum))
+    cancel_requested: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: cancel_requested.append(signum))
+    # Only the poll needs an instance here (a cancel opens its own): the child relays otherwise.
+    with DagsterInstance.get() if poll_events else contextlib.nullcontext() as instance:
         while True:
             if cancel_requested and exit_code is None:
                 cancel_requested.clear()
-                _cancel(instance, run_id, child)
+                _cancel(run_id, child)
             if exit_code is None:
                 pid, status = os.waitpid(child, os.WNOHANG)
                 if pid:
                     exit_code = os.waitstatus_to_exitcode(status)
+            if instance is None:
+                if exit_code is not None:
+                    return exit_code
+                time.sleep(_POLL_S)
+                continue
             connection = instance.get_records_for_run(run_id, cursor=cursor, limit=_BATCH)
             if connection.records:
                 _durable().emit_many([(protocol.EVENT, serialize_value(r.event_log_entry)) for r in connection.records])
@@ -177,14 +210,16 @@ def relay_and_wait(run_id: str, child: int) -> int:
             time.sleep(_POLL_S)
 
 
-def _cancel(instance: Any, run_id: str, child: int) -> None:
+def _cancel(run_id: str, child: int) -> None:
+    from dagster import DagsterInstance
     from dagster._core.events import DagsterEvent, DagsterEventType
 
-    run = instance.get_run_by_id(run_id)
-    if run is not None and not run.is_finished:
-        # Status only (no stored event): the host already recorded its own CANCELING.
-        event = DagsterEvent(DagsterEventType.PIPELINE_CANCELING.value, job_name=run.job_name)
-        instance.run_storage.handle_run_event(run_id, event)
+    with DagsterInstance.get() as instance:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and not run.is_finished:
+            # Status only (no stored event): the host already recorded its own CANCELING.
+            event = DagsterEvent(DagsterEventType.PIPELINE_CANCELING.value, job_name=run.job_name)
+            instance.run_storage.handle_run_event(run_id, event)
     _log("cancel requested: run marked CANCELING, interrupting execute_run")
     os.kill(child, signal.SIGINT)
 
@@ -243,8 +278,14 @@ def _run() -> int:
     project_dir = Path("project").resolve()
     dagster_home = Path(os.environ["DAGSTER_HOME"])
     dagster_home.mkdir(parents=True, exist_ok=True)
-    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     payload = json.loads(Path("run/payload.json").read_text(encoding="utf-8"))
+    relay_events = uses_relayed_event_log(payload)
+    if relay_events:
+        from osiris_dagster.remote.relayed_event_log import dagster_yaml
+
+        (dagster_home / "dagster.yaml").write_text(dagster_yaml())
+    else:
+        (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     checked = time.perf_counter()
     run_id, origin = seed_instance(payload, project_dir)
     seeded = time.perf_counter()
@@ -258,9 +299,15 @@ def _run() -> int:
     _durable().control(protocol.STARTED, {})
     child = os.fork()
     if child == 0:
-        _execute_run_child(run_id, origin)
-    exit_code = relay_and_wait(run_id, child)
+        _execute_run_child(run_id, origin, relay_events)
+    forked = time.perf_counter()
+    exit_code = relay_and_wait(run_id, child, poll_events=not relay_events)
+    executed = time.perf_counter()
     pack(run_id, project_dir, dagster_home)
+    _log(
+        f"run: execute {1000 * (executed - forked):.0f} ms ({'relayed as stored' if relay_events else 'polled'}, "
+        f"{_durable().seq} lines), pack {1000 * (time.perf_counter() - executed):.0f} ms"
+    )
     return exit_code
 
 
