@@ -27,11 +27,17 @@ import yaml
 ROWS_PER_TABLE = 20
 
 
-def make_project(root: Path, steps: int) -> None:
+def make_project(root: Path, steps: int, *, absolute_db: bool = False) -> None:
+    """A project whose pipeline ``wide`` has ``steps`` steps (an extract and a CSV write per table).
+
+    ``absolute_db`` names the database by its absolute path: a remote run's sandbox receives the
+    project's assets and resources, not its data files (the local sandbox backend shares the host's
+    filesystem, so the path still resolves there)."""
     tables = steps // 2
     (root / "assets").mkdir(parents=True)
     (root / "resources").mkdir()
-    (root / "resources" / "connections.yaml").write_text("connections:\n  sqlite:\n    shop: {path: shop.db}\n")
+    db_path = (root / "shop.db").resolve() if absolute_db else "shop.db"
+    (root / "resources" / "connections.yaml").write_text(f"connections:\n  sqlite:\n    shop: {{path: {db_path}}}\n")
     with sqlite3.connect(root / "shop.db") as db:
         for i in range(tables):
             db.execute(f"CREATE TABLE t{i} (id INTEGER PRIMARY KEY, name TEXT, v REAL)")
@@ -92,14 +98,18 @@ def main() -> None:
         return statistics.median(sample[index] for sample in samples)
 
     base_wall, base_cpu = median(runs[2], 0), median(runs[2], 1)
-    print(f"{'steps':>6} {'validate s':>11} {'validate CPU s':>15} {'run s':>8} {'run CPU s':>10} "
-          f"{'ms/step wall':>13} {'ms/step CPU':>12}")
+    print(
+        f"{'steps':>6} {'validate s':>11} {'validate CPU s':>15} {'run s':>8} {'run CPU s':>10} "
+        f"{'ms/step wall':>13} {'ms/step CPU':>12}"
+    )
     for steps in [2, *args.steps]:
         wall, cpu = median(runs[steps], 0), median(runs[steps], 1)
         per_wall = (wall - base_wall) / (steps - 2) * 1000 if steps > 2 else float("nan")
         per_cpu = (cpu - base_cpu) / (steps - 2) * 1000 if steps > 2 else float("nan")
-        print(f"{steps:>6} {median(validations[steps], 0):>11.2f} {median(validations[steps], 1):>15.2f} "
-              f"{wall:>8.2f} {cpu:>10.2f} {per_wall:>13.1f} {per_cpu:>12.1f}")
+        print(
+            f"{steps:>6} {median(validations[steps], 0):>11.2f} {median(validations[steps], 1):>15.2f} "
+            f"{wall:>8.2f} {cpu:>10.2f} {per_wall:>13.1f} {per_cpu:>12.1f}"
+        )
     print(f"\nmedian of {args.repeat}; per-step = (cost(N) - cost(2 steps)) / (N - 2); load: {os.getloadavg()[0]:.1f}")
 
 
