@@ -16,7 +16,8 @@ from collections import Counter
 from pathlib import Path
 
 import dagster as dg
-from dagster import DagsterInstance, deserialize_value
+import pytest
+from dagster import DagsterInstance, DagsterRunStatus, deserialize_value
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.dagster_run import DagsterRun
 
@@ -24,6 +25,7 @@ from osiris_dagster.remote import relay_protocol as protocol
 from osiris_dagster.remote import relayed_event_log
 from osiris_dagster.remote.worker import uses_relayed_event_log
 from tests.conftest import REPO
+from tests.remote.conftest import dagster_execute, dagster_launch, instance_for, wait_for_run
 
 
 def _lines(path: Path) -> list[protocol.Line]:
@@ -200,3 +202,47 @@ def test_only_single_process_runs_keep_their_events_in_memory() -> None:
     assert uses_relayed_event_log(payload({}))
     assert uses_relayed_event_log(payload({"execution": {"config": {"in_process": {}}}}))
     assert not uses_relayed_event_log(payload({"execution": {"config": {"multiprocess": {"max_concurrent": 2}}}}))
+
+
+TWO_STEPS = """\
+oml_version: "0.1.0"
+name: reviews-csv
+steps:
+- id: extract-reviews
+  component: sql.extractor
+  mode: read
+  config: {connection: "@sqlite.movies", query: "SELECT * FROM reviews ORDER BY id"}
+- id: write-reviews
+  component: filesystem.csv_writer
+  mode: write
+  needs: [extract-reviews]
+  config: {path: output/reviews_two_steps.csv}
+"""
+
+
+@pytest.mark.sandbox
+def test_a_multiprocess_remote_run_keeps_the_on_disk_log_and_relays_every_event(
+    project: Path, remote_home, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Step processes cannot share an in-memory log: the worker polls the on-disk one, as before."""
+    (project / "assets" / "reviews_csv.yaml").write_text(TWO_STEPS)
+    output = project / "output" / "reviews_two_steps.csv"
+    home, env = remote_home()
+    # Expected: the same job run locally (in-process).
+    local_run_id = dagster_execute(project, env, job="reviews_csv")
+    expected = output.read_bytes()
+    output.unlink()
+    config = tmp_path / "multiprocess.yaml"
+    config.write_text("execution:\n  config:\n    multiprocess:\n      max_concurrent: 2\n")
+    run_id = dagster_launch(project, env, job="reviews_csv", extra=("-c", str(config)))
+    with instance_for(env) as instance:
+        run = wait_for_run(instance, run_id, timeout=300)
+        assert run.status == DagsterRunStatus.SUCCESS, (home / "e2b" / run_id / "supervisor.log").read_text()[-3000:]
+        counts = Counter(e.dagster_event_type for e in instance.all_logs(run_id))
+        local = Counter(e.dagster_event_type for e in instance.all_logs(local_run_id))
+    assert output.read_bytes() == expected
+    E = dg.DagsterEventType
+    for event_type in (E.STEP_START, E.STEP_SUCCESS, E.ASSET_MATERIALIZATION, E.ASSET_CHECK_EVALUATION, E.RUN_SUCCESS):
+        assert counts[event_type] == local[event_type], event_type
+    assert counts[E.STEP_SUCCESS] == 2
+    assert "polled" in (home / "e2b" / run_id / "supervisor.log").read_text()
