@@ -26,6 +26,8 @@ import json
 import mmap
 import os
 import struct
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +79,10 @@ class DurableLog:
     (the run's executing process, which relays events as they are stored) and the worker itself
     count on ONE sequence: the worker's control lines after the run continue where the child's
     events stopped. They never write at the same time (the worker waits for the child).
+
+    Each line reaches the durable log at once. Printing can be coalesced (`coalesce_stdout`): the
+    host stores what one stdout chunk brings in one transaction, so a line flushed per event
+    would cost the host a commit per event.
     """
 
     def __init__(self, path: str, stdout: Any) -> None:
@@ -85,6 +91,9 @@ class DurableLog:
         self._file = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 (lives as long as the worker)
         self._stdout = stdout
         self._counter = mmap.mmap(-1, 8)  # MAP_SHARED: shared with forked children
+        self._stdout_lock = threading.Lock()
+        self._coalescing = False
+        self._unflushed = False
 
     @property
     def seq(self) -> int:
@@ -94,6 +103,22 @@ class DurableLog:
         """Keep printing to the current stdout after this process points its fd 1 elsewhere."""
         self._stdout.flush()
         self._stdout = os.fdopen(os.dup(self._stdout.fileno()), "w", encoding="utf-8")
+
+    def coalesce_stdout(self, interval_s: float) -> None:
+        """From now on flush stdout at most every ``interval_s`` (a daemon thread; call `flush` last)."""
+        self._coalescing = True
+        threading.Thread(target=self._flush_every, args=(interval_s,), name="relay-flush", daemon=True).start()
+
+    def _flush_every(self, interval_s: float) -> None:
+        while True:
+            time.sleep(interval_s)
+            self.flush()
+
+    def flush(self) -> None:
+        with self._stdout_lock:
+            if self._unflushed:
+                self._stdout.flush()
+                self._unflushed = False
 
     def emit(self, kind: str, payload: str) -> None:
         self.emit_many([(kind, payload)])
@@ -108,8 +133,12 @@ class DurableLog:
         text = "".join(lines)
         self._file.write(text)
         self._file.flush()
-        self._stdout.write(text)
-        self._stdout.flush()
+        with self._stdout_lock:
+            self._stdout.write(text)
+            if self._coalescing:
+                self._unflushed = True
+            else:
+                self._stdout.flush()
 
     def control(self, kind: str, payload: dict[str, Any]) -> None:
         self.emit(kind, control_payload(payload))

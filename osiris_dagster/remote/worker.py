@@ -141,6 +141,8 @@ def _execute_run_child(run_id: str, origin: Any, relay_events: bool) -> None:
             from osiris_dagster.remote import relayed_event_log
 
             _durable().keep_stdout()
+            # As often as the poll used to print: the host stores a chunk's events in one transaction.
+            _durable().coalesce_stdout(_POLL_S)
             relayed_event_log.relay_to(_durable())
         os.dup2(2, 1)
         from dagster._cli.api import execute_run_command
@@ -155,6 +157,7 @@ def _execute_run_child(run_id: str, origin: Any, relay_events: bool) -> None:
     except BaseException as error:  # report, then leave: the parent relays whatever was stored
         _log(f"execute_run failed: {type(error).__name__}: {error}")
     finally:
+        _durable().flush()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

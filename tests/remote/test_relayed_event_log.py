@@ -177,8 +177,13 @@ def test_a_forked_child_and_its_parent_count_on_one_sequence(tmp_path: Path) -> 
             code = 1
             try:
                 durable.keep_stdout()
+                durable.coalesce_stdout(0.02)
                 os.dup2(2, 1)  # as the worker's child does: its own prints never reach the protocol stream
-                durable.emit_many([(protocol.EVENT, "a"), (protocol.EVENT, "b")])
+                durable.emit_many([(protocol.EVENT, "a")])
+                # Coalesced: in the durable log at once, on stdout only at the next flush.
+                assert log_path.read_text(encoding="utf-8").count("\n") == 2
+                durable.emit_many([(protocol.EVENT, "b")])
+                durable.flush()
                 code = 0
             finally:
                 os._exit(code)
