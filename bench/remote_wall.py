@@ -166,7 +166,7 @@ class Remote:
         first_step = min(e.timestamp for e in events if e.dagster_event_type == DagsterEventType.STEP_START)
         phases = _phases(self.home / "e2b" / run.run_id / "supervisor.log")
         for event in events:  # the supervisor's "Sandbox X created (N ms)" / "claimed from the warm pool (N ms, ...)"
-            match = re.search(r"^Sandbox \S+ (?:created|claimed from the warm pool \S+) \((\d+) ms", event.message)
+            match = re.search(r"\bSandbox \S+ (?:created|claimed from the warm pool \S+) \((\d+) ms", event.message)
             if match:
                 phases[CREATE_OR_CLAIM] = float(match.group(1))
         # An event's timestamp is when the sandbox created it; the host stores the terminal event last.
