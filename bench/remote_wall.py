@@ -126,7 +126,7 @@ class Remote:
     """A DAGSTER_HOME with the E2B launcher (cold or pooled) and one queued run to copy per launch."""
 
     def __init__(self, job: Job, home: Path, server: LocalSandboxServer, pool: bool) -> None:
-        launcher: dict[str, object] = {"backend": "local", "api_url": server.api_url, "python": sys.executable}
+        launcher: dict[str, object] = {"backend": "local", "server_url": server.url, "python": sys.executable}
         if pool:
             launcher["pool"] = {"size": 1, "idle_ttl_s": 900, "name": f"bench-{uuid.uuid4().hex[:8]}"}
         self.job, self.home, self.pool = job, _home(home, launcher), pool
