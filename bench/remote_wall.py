@@ -170,8 +170,10 @@ class Remote:
             if match:
                 phases[CREATE_OR_CLAIM] = float(match.group(1))
         # An event's timestamp is when the sandbox created it; the host stores the terminal event last.
-        success = max(e.timestamp for e in events if e.dagster_event_type == DagsterEventType.RUN_SUCCESS)
-        phases[SANDBOX_RUN_SUCCESS] = 1000 * (success - started)
+        # The run row can read SUCCESS a moment before the RUN_SUCCESS event is visible (two sqlite files).
+        success = [e.timestamp for e in events if e.dagster_event_type == DagsterEventType.RUN_SUCCESS]
+        if success:
+            phases[SANDBOX_RUN_SUCCESS] = 1000 * (max(success) - started)
         phases[HOST_FINISHED] = 1000 * wall
         return wall, first_step - started, phases
 
