@@ -144,7 +144,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
             log.debug("local sandbox server: TLS handshake for %s failed: %s", host, exc)
             self.close_connection = True
             return
+        # wrap_socket detached the plain socket (its fd now belongs to ``tls``): track the TLS one,
+        # or a stopped server could not end this tunnel and would go on answering in it.
+        self.server.track(self.request, False)
         self.connection = self.request = tls
+        self.server.track(tls, True)
         self.rfile = tls.makefile("rb", self.rbufsize)
         self.wfile = _SocketWriter(tls)
         self.scheme = "https"
