@@ -31,7 +31,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 _MAX_SWEEPS = 20
@@ -94,30 +94,22 @@ def sandbox_pids(root: Path, home: Path, roots: Iterable[int] = (), netns_inode:
 
 def kill_sandbox_processes(root: Path, home: Path, roots: Iterable[int] = (), netns_inode: int | None = None) -> int:
     """SIGKILL every process of the sandbox until none is left; returns how many were killed."""
-    killed: set[int] = set()
     roots = list(roots)
-    for _ in range(_MAX_SWEEPS):
-        pids = sandbox_pids(root, home, roots, netns_inode) - killed
-        pids = {pid for pid in pids if _is_alive(pid)}
-        if not pids:
-            break
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        killed |= pids
-        time.sleep(0.01)
-    return len(killed)
+    return _kill_until_none_left(lambda: sandbox_pids(root, home, roots, netns_inode))
 
 
 def kill_processes_in_netns(netns_inode: int) -> int:
     """SIGKILL every process living in the network namespace ``netns_inode``; returns how many."""
+    return _kill_until_none_left(
+        lambda: {int(e) for e in os.listdir("/proc") if e.isdigit() and _netns_inode(int(e)) == netns_inode}
+    )
+
+
+def _kill_until_none_left(find_pids: Callable[[], set[int]]) -> int:
+    """SIGKILL what ``find_pids`` finds, sweeping again (forks race the kill) until nothing is left."""
     killed: set[int] = set()
     for _ in range(_MAX_SWEEPS):
-        pids = {
-            int(entry)
-            for entry in os.listdir("/proc")
-            if entry.isdigit() and _netns_inode(int(entry)) == netns_inode and _is_alive(int(entry))
-        } - killed
+        pids = {pid for pid in find_pids() - killed if _is_alive(pid)}
         if not pids:
             break
         for pid in pids:
