@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -29,8 +29,9 @@ from urllib.parse import urlsplit
 from osiris_dagster.connections import load_profiles
 from osiris_dagster.errors import InputError
 from osiris_dagster.project import ProjectLayout
-from osiris_dagster.spec.loader import check_step, connection_choice, load_pipeline
-from osiris_dagster.spec.model import Pipeline
+from osiris_dagster.remote.run_selection import SelectedPipeline
+from osiris_dagster.spec.loader import check_step, connection_choice
+from osiris_dagster.spec.model import Pipeline, Step
 from osiris_dagster.spec.params import PARAM_ENV_PREFIX, effective_params
 
 # Imported by every run of the product, whatever the pipeline.
@@ -74,38 +75,25 @@ class _RecordingEnviron(Mapping[str, str]):
         return len(self._environ)
 
 
-def find_job_pipeline(project: ProjectLayout, job_name: str) -> Pipeline | None:
-    """The pipeline whose job this is (jobs are named after their pipeline)."""
-    profiles = load_profiles(project.connections_file) if project.connections_file.exists() else None
-    for path in project.pipeline_files():
-        try:
-            pipeline = load_pipeline(path, connections=profiles)
-        except InputError:  # another, broken file is no business of this job (it shows in Dagster)
-            continue
-        if pipeline.python_name == job_name:
-            return pipeline
-    return None
-
-
 def job_needs(
     project: ProjectLayout,
-    job_name: str,
+    selection: Sequence[SelectedPipeline],
     run_params: Mapping[str, Any],
     *,
     passthrough: tuple[str, ...] = (),
     extra_modules: tuple[str, ...] = (),
     environ: Mapping[str, str],
 ) -> JobNeeds:
-    """The env vars and modules one run of `job_name` needs, with `run_params` from its run config."""
-    pipeline = find_job_pipeline(project, job_name)
+    """The env vars and modules one run of the ``selection`` needs, with `run_params` from its run config."""
     names: set[str] = set()
     modules = list(BASE_MODULES)
-    if pipeline is not None:
+    recording = _RecordingEnviron(environ)
+    profiles = load_profiles(project.connections_file) if project.connections_file.exists() else None
+    for selected in selection:
+        pipeline = selected.pipeline
         params = effective_params(pipeline.params, run_params, environ)
         names |= {key for key in environ if _declared_param_env(key, pipeline)}
-        recording = _RecordingEnviron(environ)
-        profiles = load_profiles(project.connections_file) if project.connections_file.exists() else None
-        for step in pipeline.steps:
+        for step in selected.steps:
             component, config = check_step(pipeline, step, params)
             if not component.connection_families or profiles is None:
                 continue
@@ -116,7 +104,7 @@ def job_needs(
             # An unset variable fails the run in the sandbox, with the same message as locally.
             with contextlib.suppress(InputError):
                 profiles.resolve(family, str(alias), recording)
-        names |= recording.names
+    names |= recording.names
     names |= set(passthrough)
     env = {name: environ[name] for name in sorted(names) if name in environ}
     modules.extend(extra_modules)
@@ -124,7 +112,10 @@ def job_needs(
 
 
 def loopback_connections(
-    project: ProjectLayout, job_name: str, run_params: Mapping[str, Any], environ: Mapping[str, str]
+    project: ProjectLayout,
+    selection: Sequence[SelectedPipeline],
+    run_params: Mapping[str, Any],
+    environ: Mapping[str, str],
 ) -> list[tuple[str, str]]:
     """``(@family.alias, host)`` of each connection the job uses whose resolved host is loopback.
 
@@ -132,13 +123,12 @@ def loopback_connections(
     defaulting to it (``${MYSQL_HOST:-127.0.0.1}``) would make the run fail minutes later with a
     connection refused. File connections (sqlite) have no host.
     """
-    pipeline = find_job_pipeline(project, job_name)
-    if pipeline is None or not project.connections_file.exists():
+    if not project.connections_file.exists():
         return []
     profiles = load_profiles(project.connections_file)
-    params = effective_params(pipeline.params, run_params, environ)
     found: dict[str, str] = {}
-    for step in pipeline.steps:
+    for pipeline, step in _steps(selection):
+        params = effective_params(pipeline.params, run_params, environ)
         component, config = check_step(pipeline, step, params)
         if not component.connection_families:
             continue
@@ -156,7 +146,10 @@ def loopback_connections(
 
 
 def writes_outside_project(
-    project: ProjectLayout, job_name: str, run_params: Mapping[str, Any], environ: Mapping[str, str]
+    project: ProjectLayout,
+    selection: Sequence[SelectedPipeline],
+    run_params: Mapping[str, Any],
+    environ: Mapping[str, str],
 ) -> list[tuple[str, str]]:
     """``(step id, path)`` of each file the job would write outside the project folder.
 
@@ -165,13 +158,10 @@ def writes_outside_project(
     back nothing outside it (``remote/result_archive.py``): the run would succeed and the file
     would never appear. Paths are resolved with the run's parameters, as the step will resolve them.
     """
-    pipeline = find_job_pipeline(project, job_name)
-    if pipeline is None:
-        return []
-    params = effective_params(pipeline.params, run_params, environ)
     root = Path(os.path.realpath(project.root))
     found: list[tuple[str, str]] = []
-    for step in pipeline.steps:
+    for pipeline, step in _steps(selection):
+        params = effective_params(pipeline.params, run_params, environ)
         component, config = check_step(pipeline, step, params, project=project)
         if component.name != "filesystem.csv_writer":
             continue
@@ -179,6 +169,12 @@ def writes_outside_project(
         if not target.is_relative_to(root):
             found.append((step.id, str(target)))
     return found
+
+
+def _steps(selection: Sequence[SelectedPipeline]) -> Iterator[tuple[Pipeline, Step]]:
+    for selected in selection:
+        for step in selected.steps:
+            yield selected.pipeline, step
 
 
 def _connection_host(fields: Mapping[str, Any]) -> str | None:

@@ -40,6 +40,7 @@ from dagster._serdes import ConfigurableClass, ConfigurableClassData
 from osiris_dagster.project import PROJECT_DIR_ENV
 from osiris_dagster.remote import run_lock
 from osiris_dagster.remote.run_files import RunFiles
+from osiris_dagster.remote.run_selection import SelectedPipeline, plan_step_ids
 from osiris_dagster.remote.sandbox_lease import kill_sandbox
 from osiris_dagster.remote.sandbox_reaper import sandbox_metadata
 from osiris_dagster.remote.settings import SandboxSettings
@@ -112,28 +113,32 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
         run = context.dagster_run
         self.settings.sdk_kwargs()  # fail the launch now, with an actionable message, if unconfigured
         _refuse_default_template(self.settings)
-        _refuse_incremental_steps(run)
-        _refuse_writes_outside_project(run)
-        if self.settings.backend == "e2b":
-            _refuse_loopback_connections(run)
-        files = RunFiles.for_run(self._instance.root_directory, run.run_id)
-        files.root.mkdir(parents=True, exist_ok=True)
         instance = self._instance
+        plan_snapshot = instance.get_execution_plan_snapshot(check.not_none(run.execution_plan_snapshot_id))
+        # The steps this run executes, by pipeline: a run of `__ASSET_JOB` (the UI's Materialize) has no
+        # pipeline's name, so every check below goes by the plan, not by the job's name.
+        step_ids = plan_step_ids(plan_snapshot, run.job_name)
+        selection = _load_selection(run, step_ids)
+        _refuse_incremental_steps(selection)
+        _refuse_writes_outside_project(run, selection)
+        if self.settings.backend == "e2b":
+            _refuse_loopback_connections(run, selection)
+        files = RunFiles.for_run(instance.root_directory, run.run_id)
+        files.root.mkdir(parents=True, exist_ok=True)
         spec = {
             "run_id": run.run_id,
             "job_name": run.job_name,
+            "step_ids": step_ids,
             "run_params": _run_params(run.run_config),
             "payload": {
                 "run": serialize_value(run),
                 "job_snapshot": serialize_value(instance.get_job_snapshot(check.not_none(run.job_snapshot_id))),
-                "plan_snapshot": serialize_value(
-                    instance.get_execution_plan_snapshot(check.not_none(run.execution_plan_snapshot_id))
-                ),
+                "plan_snapshot": serialize_value(plan_snapshot),
             },
             "settings": self.settings.to_json(),
-            "instance_ref": serialize_value(self._instance.get_ref()),
+            "instance_ref": serialize_value(instance.get_ref()),
             "project_dir": str(_project_dir(run)),
-            "needs": _needs_spec(run, self.settings),
+            "needs": _needs_spec(run, selection, self.settings),
             "sandbox_metadata": sandbox_metadata(run.run_id, instance.run_storage.get_run_storage_id()),
             "launched_at": time.time(),
         }
@@ -279,14 +284,30 @@ def _refuse_default_template(settings: SandboxSettings) -> None:
         )
 
 
-def _refuse_loopback_connections(run: DagsterRun) -> None:
+def _load_selection(run: DagsterRun, step_ids: Mapping[str, list[str]]) -> list[SelectedPipeline] | None:
+    """The run's pipelines and steps, loaded once for every check; None if the project does not load.
+
+    A project that does not load fails the run in the sandbox, with the same message as locally.
+    """
+    from osiris_dagster.project import ProjectLayout
+    from osiris_dagster.remote.run_selection import load_selection
+
+    try:
+        return load_selection(ProjectLayout.discover(_project_dir(run)), step_ids)
+    except Exception:
+        return None
+
+
+def _refuse_loopback_connections(run: DagsterRun, selection: list[SelectedPipeline] | None) -> None:
     """In E2B's cloud, 127.0.0.1/localhost is the sandbox itself: fail the launch, naming the connection."""
     from osiris_dagster.project import ProjectLayout
     from osiris_dagster.remote.job_needs import loopback_connections
 
+    if selection is None:
+        return
     try:
         found = loopback_connections(
-            ProjectLayout.discover(_project_dir(run)), run.job_name, _run_params(run.run_config), os.environ
+            ProjectLayout.discover(_project_dir(run)), selection, _run_params(run.run_config), os.environ
         )
     except Exception:  # a broken pipeline fails in the sandbox with its own message
         return
@@ -300,33 +321,28 @@ def _refuse_loopback_connections(run: DagsterRun) -> None:
         )
 
 
-def _refuse_incremental_steps(run: DagsterRun) -> None:
-    """Fail the launch of a job with incremental steps, rather than run it wrong.
+def _refuse_incremental_steps(selection: list[SelectedPipeline] | None) -> None:
+    """Fail the launch of a run with incremental steps, rather than run it wrong.
 
     An incremental step continues from the cursor committed in the host's Dagster storage and
     appends to the CSV in the host's project; a sandbox has neither, so it would re-read from the
-    start and write a file holding only the new rows. Until both travel with the run, such jobs
+    start and write a file holding only the new rows. Until both travel with the run, such runs
     run locally.
     """
     from osiris_dagster.components.incremental import incremental_cursor
-    from osiris_dagster.project import ProjectLayout
-    from osiris_dagster.remote.job_needs import find_job_pipeline
 
-    try:
-        pipeline = find_job_pipeline(ProjectLayout.discover(_project_dir(run)), run.job_name)
-    except Exception:  # a broken pipeline fails in the sandbox with its own message
-        return
-    steps = [step.id for step in pipeline.steps if incremental_cursor(step)] if pipeline else []
-    if steps:
-        raise RuntimeError(
-            f"E2BRunLauncher: {pipeline.name} has incremental steps ({', '.join(steps)}); their committed "
-            "cursor and appended CSV live on the host, so sandboxed runs cannot continue them yet. "
-            "Run this job with the default run launcher (e.g. `osiris-dagster run`)."
-        )
+    for selected in selection or []:
+        steps = [step.id for step in selected.steps if incremental_cursor(step)]
+        if steps:
+            raise RuntimeError(
+                f"E2BRunLauncher: {selected.pipeline.name} has incremental steps ({', '.join(steps)}); their "
+                "committed cursor and appended CSV live on the host, so sandboxed runs cannot continue them yet. "
+                "Run this job with the default run launcher (e.g. `osiris-dagster run`)."
+            )
 
 
-def _refuse_writes_outside_project(run: DagsterRun) -> None:
-    """Fail the launch of a job writing under an ``output_roots`` folder outside the project.
+def _refuse_writes_outside_project(run: DagsterRun, selection: list[SelectedPipeline] | None) -> None:
+    """Fail the launch of a run writing under an ``output_roots`` folder outside the project.
 
     The sandbox writes into its copy of the project and only the project comes back, so the
     file would silently never reach the host's folder (``job_needs.writes_outside_project``).
@@ -334,9 +350,11 @@ def _refuse_writes_outside_project(run: DagsterRun) -> None:
     from osiris_dagster.project import ProjectLayout
     from osiris_dagster.remote.job_needs import writes_outside_project
 
+    if selection is None:
+        return
     try:
         found = writes_outside_project(
-            ProjectLayout.discover(_project_dir(run)), run.job_name, _run_params(run.run_config), os.environ
+            ProjectLayout.discover(_project_dir(run)), selection, _run_params(run.run_config), os.environ
         )
     except Exception:  # a broken pipeline fails in the sandbox with its own message
         return
@@ -349,7 +367,9 @@ def _refuse_writes_outside_project(run: DagsterRun) -> None:
         )
 
 
-def _needs_spec(run: DagsterRun, settings: SandboxSettings) -> dict[str, list[str]] | None:
+def _needs_spec(
+    run: DagsterRun, selection: list[SelectedPipeline] | None, settings: SandboxSettings
+) -> dict[str, list[str]] | None:
     """The variable NAMES and modules the run needs (`job_needs`), worked out here, not in the supervisor.
 
     In a long-lived launching process (the daemon) this is a few ms, where the fresh supervisor would
@@ -357,6 +377,8 @@ def _needs_spec(run: DagsterRun, settings: SandboxSettings) -> dict[str, list[st
     reads the values from its environment (inherited from this process), so no secret is written.
     None if it cannot be worked out here: the supervisor then does it and reports the error.
     """
+    if selection is None:
+        return None
     try:
         from osiris_dagster.project import ProjectLayout
         from osiris_dagster.remote.job_needs import job_needs
@@ -364,7 +386,7 @@ def _needs_spec(run: DagsterRun, settings: SandboxSettings) -> dict[str, list[st
 
         needs = job_needs(
             ProjectLayout.discover(_project_dir(run)),
-            run.job_name,
+            selection,
             _run_params(run.run_config),
             passthrough=settings.env_passthrough,
             extra_modules=settings.preflight_modules,

@@ -151,6 +151,8 @@ class RunSpec:
 
     run_id: str
     job_name: str
+    # pipeline name -> OML step ids the run executes (`run_selection.plan_step_ids`).
+    step_ids: dict[str, list[str]]
     run_params: dict[str, Any]
     payload: dict[str, str]
     instance_ref: str
@@ -168,6 +170,7 @@ class RunSpec:
         return cls(
             run_id=spec["run_id"],
             job_name=spec["job_name"],
+            step_ids=spec.get("step_ids") or {spec["job_name"]: ["*"]},
             run_params=spec["run_params"],
             payload=spec["payload"],
             instance_ref=spec["instance_ref"],
@@ -338,10 +341,11 @@ class RunSupervisor:
                     register_secret(env[name])
             return _Needs(env=env, modules=tuple(self.spec.needs["modules"]))
         from osiris_dagster.remote.job_needs import job_needs
+        from osiris_dagster.remote.run_selection import load_selection
 
         needs = job_needs(
             self.project,
-            self.spec.job_name,
+            load_selection(self.project, self.spec.step_ids),
             self.spec.run_params,
             passthrough=self.settings.env_passthrough,
             extra_modules=self.settings.preflight_modules,

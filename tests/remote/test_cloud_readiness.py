@@ -61,14 +61,16 @@ def test_cloud_backend_refuses_a_loopback_connection_host_at_launch(  # type: ig
 def test_cloud_backend_with_a_reachable_host_passes_the_loopback_check(project: Path) -> None:
     from osiris_dagster.project import ProjectLayout
     from osiris_dagster.remote.job_needs import loopback_connections
+    from osiris_dagster.remote.run_selection import load_selection
 
     layout = ProjectLayout.discover(project)
+    job = load_selection(layout, {"movies-to-csv": ["*"]})
     environ = {"OSIRIS_PARAM_MOVIES_DB": "mysql.movies"}
-    assert loopback_connections(layout, "movies_to_csv", {}, environ) == [("@mysql.movies", "127.0.0.1")]
+    assert loopback_connections(layout, job, {}, environ) == [("@mysql.movies", "127.0.0.1")]
     for host in ("localhost", "127.0.0.2", "::1"):
-        assert loopback_connections(layout, "movies_to_csv", {}, {**environ, "MYSQL_HOST": host})
-    assert loopback_connections(layout, "movies_to_csv", {}, {**environ, "MYSQL_HOST": "db.example.com"}) == []
-    assert loopback_connections(layout, "movies_to_csv", {}, {}) == []  # the sqlite demo: no host
+        assert loopback_connections(layout, job, {}, {**environ, "MYSQL_HOST": host})
+    assert loopback_connections(layout, job, {}, {**environ, "MYSQL_HOST": "db.example.com"}) == []
+    assert loopback_connections(layout, job, {}, {}) == []  # the sqlite demo: no host
 
 
 def test_no_backend_passes_a_deprecated_sdk_argument(sandbox_server: LocalSandboxServer) -> None:

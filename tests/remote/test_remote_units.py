@@ -7,8 +7,11 @@ import tarfile
 from importlib.metadata import version
 from pathlib import Path
 
+import dagster as dg
 import pytest
+import yaml
 from dagster import DagsterInstance, EventLogEntry, serialize_value
+from dagster import _check as check
 from e2b import Template
 
 from osiris_dagster.project import ProjectLayout
@@ -16,6 +19,7 @@ from osiris_dagster.remote import relay_protocol
 from osiris_dagster.remote.event_relay import EventRelay
 from osiris_dagster.remote.job_needs import job_needs
 from osiris_dagster.remote.result_archive import UnsafeArchiveError, unpack_result
+from osiris_dagster.remote.run_selection import load_selection, plan_step_ids
 from osiris_dagster.remote.template import sandbox_template
 
 
@@ -114,7 +118,9 @@ def test_sandbox_gets_only_the_variables_its_connections_reference(project: Path
         "HOME": "/root",
         "TZ": "UTC",
     }
-    needs = job_needs(ProjectLayout.discover(project), "movies_to_csv", {}, passthrough=("TZ",), environ=environ)
+    layout = ProjectLayout.discover(project)
+    whole_job = load_selection(layout, {"movies_to_csv": ["*"]})
+    needs = job_needs(layout, whole_job, {}, passthrough=("TZ",), environ=environ)
     assert needs.env == {
         "MYSQL_PASSWORD": "s3cret-value",
         "MYSQL_USER": "reader",
@@ -122,8 +128,44 @@ def test_sandbox_gets_only_the_variables_its_connections_reference(project: Path
         "TZ": "UTC",
     }
     assert {"pymysql", "connectorx", "dagster"} <= set(needs.modules)
-    local = job_needs(ProjectLayout.discover(project), "movies_to_csv", {}, environ={"MYSQL_PASSWORD": "x"})
+    local = job_needs(layout, whole_job, {}, environ={"MYSQL_PASSWORD": "x"})
     assert local.env == {} and "pymysql" not in local.modules  # the demo reads SQLite
+
+
+def test_an_asset_job_run_needs_what_its_selected_steps_use(project: Path) -> None:
+    """A Materialize across pipelines (`__ASSET_JOB`): the plan's steps decide, not the job's name."""
+    from dagster._core.execution.api import create_execution_plan
+    from dagster._core.snap import snapshot_from_execution_plan
+
+    from tests.automation.helpers import repository
+
+    repo = repository(project)
+    keys = {dg.AssetKey(["movies_to_csv", "extract_actors"])} | {
+        key for key in repo.asset_graph.executable_asset_keys if key.path[0] == "movies_to_supabase"
+    }
+    job = check.not_none(repo.get_implicit_job_def_for_assets(list(keys))).get_subset(asset_selection=keys)
+    plan = snapshot_from_execution_plan(create_execution_plan(job), job.get_job_snapshot_id())
+    step_ids = plan_step_ids(plan, job.name)
+    assert job.name == "__ASSET_JOB"
+    assert step_ids["movies-to-csv"] == ["extract-actors"]
+    assert sorted(step_ids["movies-to-supabase"]) == sorted(
+        step["id"] for step in yaml.safe_load((project / "assets" / "movies_to_supabase.yaml").read_text())["steps"]
+    )
+
+    environ = {
+        "OSIRIS_PARAM_MOVIES_DB": "mysql.movies",
+        "MYSQL_PASSWORD": "s3cret-value",
+        "SUPABASE_URL": "http://supabase.example",
+        "SUPABASE_SERVICE_ROLE_KEY": "role-key",
+        "UNRELATED_API_KEY": "do-not-forward",
+    }
+    layout = ProjectLayout.discover(project)
+    needs = job_needs(layout, load_selection(layout, step_ids), {}, environ=environ)
+    assert set(needs.env) == {"OSIRIS_PARAM_MOVIES_DB", "MYSQL_PASSWORD", "SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY"}
+    assert {"pymysql", "supabase"} <= set(needs.modules)
+    # One extract of the CSV pipeline alone: the Supabase variables stay home.
+    only_actors = job_needs(layout, load_selection(layout, {"movies-to-csv": ["extract-actors"]}), {}, environ=environ)
+    assert set(only_actors.env) == {"OSIRIS_PARAM_MOVIES_DB", "MYSQL_PASSWORD"}
 
 
 def test_template_is_python_311_with_the_pinned_dependencies() -> None:
