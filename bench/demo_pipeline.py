@@ -45,8 +45,11 @@ def main() -> None:
         multiprocess = [*execute, "-c", str(config)]
         baseline = [sys.executable, "-c", "import dagster"]
         timed(execute, project, env)  # warm caches and generate the demo database once
-        results: dict[str, list[float]] = {"import dagster (baseline)": [], "demo, in_process": [],
-                                           "demo, multiprocess": []}
+        results: dict[str, list[float]] = {
+            "import dagster (baseline)": [],
+            "demo, in_process": [],
+            "demo, multiprocess": [],
+        }
         for _ in range(args.repeat):
             results["import dagster (baseline)"].append(timed(baseline, project, env))
             results["demo, in_process"].append(timed(execute, project, env))

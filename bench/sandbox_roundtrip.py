@@ -64,8 +64,7 @@ def main() -> int:
         )
         elapsed = concurrent_commands(sdk, args.concurrent)
         print(
-            f"{args.concurrent} concurrent 1-second commands: {elapsed:.2f} s total "
-            f"(target <= {CONCURRENT_TARGET_S} s)"
+            f"{args.concurrent} concurrent 1-second commands: {elapsed:.2f} s total (target <= {CONCURRENT_TARGET_S} s)"
         )
     ok = median <= ROUNDTRIP_TARGET_MS and elapsed <= CONCURRENT_TARGET_S
     print("PASS" if ok else "FAIL")

@@ -42,9 +42,7 @@ SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
 LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }"
 RUNS = "{ runsOrError { ... on Runs { results { runId status jobName } } } }"
 TABLES = ("actors", "directors", "movies", "movie_actors", "reviews")
-DEMO_ASSETS = [
-    f"{kind}_{table}{suffix}" for table in TABLES for kind, suffix in (("extract", ""), ("write", "_csv"))
-]
+DEMO_ASSETS = [f"{kind}_{table}{suffix}" for table in TABLES for kind, suffix in (("extract", ""), ("write", "_csv"))]
 
 
 @pytest.fixture

@@ -48,7 +48,11 @@ def test_dagster_dev_loads_the_workspace_without_warnings(project: Path, clean_e
     with log.open("w") as output:
         process = subprocess.Popen(
             [dagster_bin(), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-            cwd=project, env=clean_env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=project,
+            env=clean_env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + 90

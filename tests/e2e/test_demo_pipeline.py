@@ -88,8 +88,11 @@ def test_demo_job_on_embedded_sqlite_writes_exact_csvs_metadata_and_session(
 def test_same_pipeline_runs_on_mariadb_by_configuration_only(
     project: Path, clean_env: dict[str, str], mariadb_database: str, mariadb_connect
 ) -> None:
-    load = run_cli(["demo", "load-mysql", "--url", f"mysql+pymysql://root@127.0.0.1:3306/{mariadb_database}"],
-                   cwd=project, env=clean_env)
+    load = run_cli(
+        ["demo", "load-mysql", "--url", f"mysql+pymysql://root@127.0.0.1:3306/{mariadb_database}"],
+        cwd=project,
+        env=clean_env,
+    )
     assert load.returncode == 0, load.stderr
     env = {**clean_env, "OSIRIS_PARAM_MOVIES_DB": "mysql.movies", "MYSQL_DATABASE": mariadb_database}
     result = execute_demo_job(project, env)

@@ -40,8 +40,11 @@ def test_password_is_in_no_byte_written_after_success_and_after_wrong_password(
     project: Path, clean_env: dict[str, str], mariadb_database: str, mariadb_user: tuple[str, str]
 ) -> None:
     user, password = mariadb_user
-    load = run_cli(["demo", "load-mysql", "--url", f"mysql+pymysql://root@127.0.0.1:3306/{mariadb_database}"],
-                   cwd=project, env=clean_env)
+    load = run_cli(
+        ["demo", "load-mysql", "--url", f"mysql+pymysql://root@127.0.0.1:3306/{mariadb_database}"],
+        cwd=project,
+        env=clean_env,
+    )
     assert load.returncode == 0, load.stderr
     env = {
         **clean_env,

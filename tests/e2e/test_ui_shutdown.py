@@ -126,10 +126,12 @@ def test_ui_exits_within_10_seconds_of_a_stop_signal_and_leaves_no_process(
         run_id = launched["run"]["runId"]
         wait_for(
             "the run to start",
-            lambda: graphql(port, f'{{ runOrError(runId: "{run_id}") {{ ... on Run {{ status }} }} }}')["data"][
-                "runOrError"
-            ]["status"]
-            == "STARTED",
+            lambda: (
+                graphql(port, f'{{ runOrError(runId: "{run_id}") {{ ... on Run {{ status }} }} }}')["data"][
+                    "runOrError"
+                ]["status"]
+                == "STARTED"
+            ),
             ui,
             log,
         )
@@ -157,8 +159,10 @@ def test_ui_exits_within_10_seconds_of_a_stop_signal_and_leaves_no_process(
         time.sleep(0.5)  # init reaps zombies of killed orphans
         left = {pid: cmd for pid, cmd in tree.items() if pid in live_pids()} | with_home(home)
         assert not left, f"left behind after {stop.name} ({time.monotonic() - signalled:.1f} s): {left}"
-        print(f"{stop.name}: ui exited in {took:.1f} s, all {len(tree)} processes gone after "
-              f"{time.monotonic() - signalled - 0.5:.1f} s")
+        print(
+            f"{stop.name}: ui exited in {took:.1f} s, all {len(tree)} processes gone after "
+            f"{time.monotonic() - signalled - 0.5:.1f} s"
+        )
     finally:
         if ui.poll() is None:
             ui.kill()

@@ -57,7 +57,7 @@ def big(project: Path, clean_env: dict[str, str]) -> Path:
         db.execute("CREATE TABLE big (id INTEGER PRIMARY KEY, label TEXT, amount REAL, note TEXT)")
         db.executemany(
             "INSERT INTO big VALUES (?, ?, ?, ?)",
-            ((i, f"row {i}, with a comma and \"quotes\" ü", i + 0.25, "x" * (i % 90)) for i in range(1, ROWS + 1)),
+            ((i, f'row {i}, with a comma and "quotes" ü', i + 0.25, "x" * (i % 90)) for i in range(1, ROWS + 1)),
         )
     return project
 

@@ -109,8 +109,9 @@ def test_eight_concurrent_runs_on_a_fresh_home_never_mix_data(project: Path, cle
                 for line in (project / "logs" / f"run_{run.run_id}" / "events.jsonl").read_text().splitlines()
             ]
             config = json.loads(
-                (project / "logs" / f"run_{run.run_id}" / "artifacts" / "write-items-csv" / "cleaned_config.json")
-                .read_text()
+                (
+                    project / "logs" / f"run_{run.run_id}" / "artifacts" / "write-items-csv" / "cleaned_config.json"
+                ).read_text()
             )
             run_grp = config["config"]["path"].removeprefix("output/items_").removesuffix(".csv")
             (check,) = [e for e in events if e["event"] == "check_evaluated"]

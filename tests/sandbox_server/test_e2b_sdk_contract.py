@@ -370,9 +370,7 @@ def test_two_servers_side_by_side(server: LocalSandboxServer) -> None:
         try:
             assert sbx.commands.run("echo other").stdout == "other\n"
             # the first server does not know the second one's sandbox
-            assert (
-                Sandbox.list(query=SandboxQuery(metadata={}), **server.sdk_kwargs()).next_items() is not None
-            )
+            assert Sandbox.list(query=SandboxQuery(metadata={}), **server.sdk_kwargs()).next_items() is not None
             with pytest.raises(SandboxException):
                 Sandbox.connect(sbx.sandbox_id, **server.sdk_kwargs())
         finally:
