@@ -36,7 +36,7 @@ from dagster._core.events import DagsterEventType
 from dagster._core.events.log import EventLogEntry
 
 from osiris_dagster.remote import relay_protocol as protocol
-from osiris_dagster.remote.event_batches import EventBatchWriter, PlainEvent
+from osiris_dagster.remote.event_batches import EffectEvent, EventBatchWriter, PlainEvent
 from osiris_dagster.secrets import mask_text
 
 ControlHandler = Callable[[str, dict[str, Any]], None]
@@ -108,7 +108,7 @@ class EventRelay:
 
     # -- handling --------------------------------------------------------------------
     def _handle(self, lines: list[str], *, from_log: bool) -> None:
-        batch: list[tuple[int, EventLogEntry | PlainEvent]] = []
+        batch: list[tuple[int, PlainEvent | EffectEvent]] = []
         for index, line in enumerate(lines):
             parsed = protocol.parse_line(line)
             if parsed is None:
@@ -131,14 +131,14 @@ class EventRelay:
                 if plain is not None:
                     batch.append((parsed.seq, plain))
                     continue
-                entry = deserialize_value(masked, EventLogEntry)
-                if entry.dagster_event_type in TERMINAL_EVENTS:
+                effect = EffectEvent.parse(masked)
+                if effect.entry.dagster_event_type in TERMINAL_EVENTS:
                     self._store(batch)
                     batch = []
-                    self.held = (parsed.seq, entry)
+                    self.held = (parsed.seq, effect.entry)
                     self._advance(parsed.seq)  # the persisted cursor stays before it until released
                     continue
-                batch.append((parsed.seq, entry))
+                batch.append((parsed.seq, effect))
                 continue
             self._store(batch)
             batch = []
@@ -149,7 +149,7 @@ class EventRelay:
             self._on_control(parsed.kind, payload)
         self._store(batch)
 
-    def _store(self, batch: list[tuple[int, EventLogEntry | PlainEvent]]) -> None:
+    def _store(self, batch: list[tuple[int, PlainEvent | EffectEvent]]) -> None:
         if not batch:
             return
         self._writer.store([entry for _, entry in batch])

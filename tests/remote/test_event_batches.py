@@ -20,16 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import DagsterEventType, DagsterInstance, deserialize_value, serialize_value
+from dagster import DagsterEventType, DagsterInstance, serialize_value
 from dagster._core.definitions.asset_checks.asset_check_spec import AssetCheckKey
 from dagster._core.event_api import AssetRecordsFilter, EventRecordsFilter
 from dagster._core.events import DagsterEvent
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.dagster_run import DagsterRun, RunsFilter
 
-from osiris_dagster.remote.event_batches import EventBatchWriter, PlainEvent
+from osiris_dagster.remote.event_batches import EffectEvent, EventBatchWriter, PlainEvent
+from osiris_dagster.remote.event_relay import TERMINAL_EVENTS, EventRelay
 from tests.conftest import REPO
 from tests.remote.relay_streams import instance, new_run, real_runs, worker_lines
+from tests.remote.storage_rows import first_difference, storage_rows
 
 STORAGES = ["sqlite", "postgres"]
 
@@ -65,7 +67,7 @@ def _writer_stores(target: DagsterInstance, runs: list[Any], batch: int = 37) ->
         items = []
         for entry in events:
             text = serialize_value(entry)
-            items.append(PlainEvent.parse(text) or deserialize_value(text, EventLogEntry))
+            items.append(PlainEvent.parse(text) or EffectEvent.parse(text))
         for start in range(0, len(items), batch):
             writer.store(items[start : start + batch])
 
@@ -186,6 +188,48 @@ def test_relayed_batches_read_back_exactly_as_dagster_stores_them(
     assert actual["runs"] == expected["runs"]
     assert actual["run_tags"] == expected["run_tags"]
     assert actual["stats"] == expected["stats"]
+
+
+def _relay_stores(target: DagsterInstance, runs: list[Any], cursors: Path) -> None:
+    """The runs' events as a supervisor's relay stores them: worker lines in 32 KiB chunks, the held
+    terminal event released at the end."""
+    cursors.mkdir()
+    for run, events in runs:
+        new_run(target, run)
+        relay = EventRelay(target, run.run_id, cursors / run.run_id)
+        lines = worker_lines(events)
+        for start in range(0, len(lines), 32 * 1024):
+            relay.feed(lines[start : start + 32 * 1024])
+        relay.close()
+        relay.release_held()
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+def test_relayed_runs_leave_the_same_rows_as_dagster_storing_each_event(
+    storage: str, runs: list[Any], tmp_path: Path
+) -> None:
+    # The relay holds a run's terminal event back until the run's files are in place (a few
+    # engine events follow RUN_SUCCESS in the stream): Dagster stores it last as well.
+    terminal_last = [
+        (run, sorted(events, key=lambda e: e.dagster_event_type in TERMINAL_EVENTS)) for run, events in runs
+    ]
+    with instance(storage, tmp_path / "a") as dagster_home, instance(storage, tmp_path / "b") as relay_home:
+        _dagster_stores(dagster_home, terminal_last)
+        _relay_stores(relay_home, runs, tmp_path / "cursors")
+        expected, actual = storage_rows(dagster_home), storage_rows(relay_home)
+
+    # The rows hold what batching must get right (else the comparison could pass on nothing).
+    def count(table: str, rows: dict[str, list[Any]]) -> int:
+        return sum(len(table_rows) for name, table_rows in rows.items() if name.endswith(f"/{table}"))
+
+    assert count("asset_check_executions", expected) >= 4
+    assert count("asset_event_tags", expected) >= 4
+    assert count("asset_keys", expected) >= 5
+    assert count("run_tags", expected) >= 1  # the failed run's failure reason
+    assert count("event_logs", expected) > 100
+    assert sorted(actual) == sorted(expected)
+    for table, rows in expected.items():
+        assert actual[table] == rows, f"{table}: {first_difference(rows, actual[table])}"
 
 
 # -- two relays at once, and a relay killed mid-batch ------------------------------------------
