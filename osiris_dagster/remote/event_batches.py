@@ -22,13 +22,16 @@ own engines connect, and on SQLite checkpoint the WAL on close, for every statem
   all-or-nothing; a relay that dies mid-batch stores it again from its cursor.
 * **SQLite** (a shard per run, the ``index`` shard, ``runs.db``): the index shard's transaction
   first (mirror rows of asset, check and run-status events, tags, ``asset_keys``, check
-  executions — what Dagster's SQLite storage puts there), then ``runs.db`` (run-status
-  effects), then the run shard's rows, each under ``BEGIN IMMEDIATE`` so concurrent relays wait
-  on the lock instead of failing with "database is locked". A relay killed between two commits
-  has not advanced its cursor, so it stores the batch again: the index part skips the events
-  whose mirror row (same run, same serialized event) is already there, and a run-status update
-  applied again leaves the same row (its values come from the event). The run shard goes last
-  because `EventRelay.reconcile` treats events found there as stored, effects included.
+  executions — what Dagster's SQLite storage puts there), then the run shard's rows, then
+  ``runs.db`` (run-status effects), each under ``BEGIN IMMEDIATE`` so concurrent relays wait on
+  the lock instead of failing with "database is locked". The run row goes last, as in Dagster's
+  ``handle_new_event``: a reader that sees a run SUCCESS finds its RUN_SUCCESS event. A relay
+  killed between two commits has not advanced its cursor: killed before the run shard's commit,
+  it stores the batch again, and the index part skips the events whose mirror row (same run, same
+  serialized event) is already there; killed after it, its successor finds the events in the run
+  shard (`EventRelay.reconcile` treats them as stored) and applies their run-row effects again
+  (`EventBatchWriter.restore_run_effects`) — a run-status update applied again leaves the same
+  row, its values come from the event.
 
 Row contents are Dagster's own, with every event's text taken as it came (the worker serialized it
 with the same Dagster version, and serializing is deterministic): for **plain** events (step,
@@ -249,11 +252,6 @@ class EventBatchWriter:
             return
         if self._sqlite is not None:
             self._store_index_shard(kept, rows)
-            if run_events:
-                # Before the run shard's rows: a relay killed between the two commits stores the
-                # batch again, and a run-status update applied twice leaves the same row.
-                with self._engine("runs", self._run_events.new_sqlite_engine).begin() as connection:
-                    self._run_events.apply(connection, run_events, self._lookup)
         by_run: dict[str, list[dict[str, Any]]] = {}
         for row in rows:  # one relay serves one run; keep it correct for mixed input anyway
             by_run.setdefault(row["run_id"], []).append(row)
@@ -262,6 +260,37 @@ class EventBatchWriter:
             shard = self._run_shard(run_id) if self._sqlite is not None else storage.run_connection(run_id)
             with shard as connection:
                 connection.execute(SqlEventLogStorageTable.insert(), run_rows)
+        if self._sqlite is not None and run_events:
+            # After the run shard's rows, as Dagster orders them (``store_event``, then
+            # ``handle_run_event``): a run never reads SUCCESS without its RUN_SUCCESS event.
+            self._apply_run_row_effects(run_events)
+
+    def _apply_run_row_effects(self, run_events: list[EventLogEntry]) -> None:
+        with self._engine("runs", self._run_events.new_sqlite_engine).begin() as connection:
+            self._run_events.apply(connection, run_events, self._lookup)
+
+    def restore_run_effects(self, stored: Sequence[EventLogEntry]) -> None:
+        """Apply the run-row effects of run events that are stored already, again.
+
+        For a relay killed after a batch's events were committed and before its run row was
+        (SQLite: two databases; Dagster's own ``handle_new_event`` has the same window): its
+        successor finds the events stored (`EventRelay.reconcile`) and calls this. Applying a run
+        event again leaves the row it left (its values come from the event). PostgreSQL's batch is
+        one transaction: its run rows are there whenever its events are.
+        """
+        run_events = [entry for entry in stored if _is_run_event(entry)]
+        if not run_events:
+            return
+        batched = [entry for entry in run_events if self._batches(entry)]
+        if self._postgres and len(batched) == len(run_events):
+            return
+        if self._sqlite is not None and len(batched) == len(run_events):
+            self._apply_run_row_effects(run_events)
+            return
+        for entry in run_events:
+            self._instance.run_storage.handle_run_event(
+                entry.run_id, entry.get_dagster_event(), datetime_from_timestamp(entry.timestamp)
+            )
 
     def _row(self, item: PlainEvent | EffectEvent) -> dict[str, Any]:
         """The ``event_logs`` row, as Dagster's ``_event_to_row`` makes it, with the text already in hand."""

@@ -189,6 +189,7 @@ class EventRelay:
             return
         records = self._instance.get_records_for_run(self._run_id, ascending=False, limit=_RECONCILE_WINDOW).records
         stored = {_identity(record.event_log_entry) for record in records}
+        found: list[EventLogEntry] = []
         text = self._read_log()
         for line in text[: text.rfind("\n") + 1].split("\n")[:-1]:
             parsed = protocol.parse_line(line)
@@ -199,7 +200,10 @@ class EventRelay:
             entry = deserialize_value(mask_text(parsed.payload), EventLogEntry)
             if _identity(entry) not in stored:
                 break
+            found.append(entry)
             self._advance(parsed.seq)
+        # The events were committed; a run-status event's run row maybe not (SQLite: a database of its own).
+        self._writer.restore_run_effects(found)
 
 
 _RECONCILE_WINDOW = 2000

@@ -11,7 +11,9 @@ way to land a ``kill -9`` inside a batch, which a timed kill from outside hits o
 
 * ``mid-batch:N``: the Nth commit of a batch's transaction is about to happen (on SQLite, the
   index shard or ``runs.db`` is committed and the run shard is not; on PostgreSQL, nothing is);
-* ``before-cursor:N``: the Nth batch is committed, its cursor not yet written.
+* ``before-cursor:N``: the Nth batch is committed, its cursor not yet written;
+* ``terminal-run-row``: the run row of the released terminal event is about to be committed (on
+  SQLite, the event is committed in its shard and the index shard; on PostgreSQL, nothing is).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def _die() -> None:
 
 def _arm(die_at: str) -> None:
     where, _, count = die_at.partition(":")
-    remaining = [int(count)]
+    remaining = [int(count or 0)]
 
     def countdown() -> None:
         remaining[0] -= 1
@@ -61,6 +63,21 @@ def _arm(die_at: str) -> None:
             original(self, seq)
 
         EventRelay._advance = advance  # type: ignore[method-assign]
+    elif where == "terminal-run-row":
+        releasing = [False]
+        release_held = EventRelay.release_held
+
+        def release(self: EventRelay) -> bool:
+            releasing[0] = True
+            return release_held(self)
+
+        def on_run_row_commit(connection: db.Connection) -> None:
+            url = str(connection.engine.url)
+            if releasing[0] and (url.startswith("postgresql") or url.endswith("runs.db")):
+                _die()
+
+        EventRelay.release_held = release  # type: ignore[method-assign]
+        db.event.listen(db.engine.Engine, "commit", on_run_row_commit)
     else:
         raise SystemExit(f"unknown die-at point {die_at!r}")
 

@@ -3,9 +3,12 @@
 The independent source is Dagster: instance A stores every event of real runs through
 ``handle_new_event``, one by one; instance B gets the same events through
 `EventBatchWriter` (batches of 37, as the relay hands them over). Everything Dagster reads back
-must be equal, storage ids included, on a SQLite and on a PostgreSQL instance. The same holds
-for two relaying processes storing into one instance at once, and for a relaying process killed
-(``kill -9``) inside a batch and resumed from its cursor.
+must be equal, storage ids included, on a SQLite and on a PostgreSQL instance, and so must every
+row of every table when the runs go through `EventRelay` (`storage_rows`). The same holds for
+two relaying processes storing into one instance at once (real and effect-only streams), and for
+a relaying process killed (``kill -9``) inside a batch, before its cursor, or between a run's
+terminal event and its run row, and resumed from its cursor. A reader never sees a run SUCCESS
+without its RUN_SUCCESS event.
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as db
 from dagster import DagsterEventType, DagsterInstance, serialize_value
 from dagster._core.definitions.asset_checks.asset_check_spec import AssetCheckKey
 from dagster._core.event_api import AssetRecordsFilter, EventRecordsFilter
 from dagster._core.events import DagsterEvent
 from dagster._core.events.log import EventLogEntry
-from dagster._core.storage.dagster_run import DagsterRun, RunsFilter
+from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus, RunsFilter
 
 from osiris_dagster.remote.event_batches import EffectEvent, EventBatchWriter, PlainEvent
 from osiris_dagster.remote.event_relay import TERMINAL_EVENTS, EventRelay
@@ -238,8 +242,12 @@ def test_relayed_runs_leave_the_same_rows_as_dagster_storing_each_event(
 # same asset keys for both relays), repeated so that the two overlap for many batches.
 
 
-def relay_stream(runs: list[Any], run_id: str, repeat: int = 3) -> list[EventLogEntry]:
-    """One run's worth of worker events: the real runs' events, ``repeat`` times, then RUN_SUCCESS."""
+def relay_stream(runs: list[Any], run_id: str, repeat: int = 3, *, effects_only: bool = False) -> list[EventLogEntry]:
+    """One run's worth of worker events: the real runs' events, ``repeat`` times, then RUN_SUCCESS.
+
+    ``effects_only``: only the events with effects (asset, check, run-status events), so that every
+    batch is all effects.
+    """
     terminal = {DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_CANCELED}
     checks = {DagsterEventType.ASSET_CHECK_EVALUATION, DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED}
     # A check is planned and evaluated once per run (Dagster refuses a second evaluation in the
@@ -256,6 +264,7 @@ def relay_stream(runs: list[Any], run_id: str, repeat: int = 3) -> list[EventLog
         for r in range(repeat)
         for index, e in body
         if e.dagster_event_type not in checks or (r == 0 and index == checked)
+        if not effects_only or PlainEvent.parse(serialize_value(e)) is None
     ]
     return [*stream, success._replace(run_id=run_id, timestamp=success.timestamp + repeat * 10_000)]
 
@@ -334,10 +343,13 @@ def _expected(storage: str, home: Path, streams: dict[str, list[EventLogEntry]])
         return outcome(target, list(streams))
 
 
+@pytest.mark.parametrize("effects_only", [False, True], ids=["real-mix", "effects-only"])
 @pytest.mark.parametrize("storage", STORAGES)
-def test_two_relays_storing_at_once_lose_and_double_nothing(storage: str, runs: list[Any], tmp_path: Path) -> None:
+def test_two_relays_storing_at_once_lose_and_double_nothing(
+    storage: str, effects_only: bool, runs: list[Any], tmp_path: Path
+) -> None:
     run_ids = [str(uuid.uuid4()), str(uuid.uuid4())]
-    streams = {run_id: relay_stream(runs, run_id) for run_id in run_ids}
+    streams = {run_id: relay_stream(runs, run_id, effects_only=effects_only) for run_id in run_ids}
     expected = _expected(storage, tmp_path / "dagster", streams)
     with instance(storage, tmp_path / "relayed") as target:
         processes = []
@@ -353,20 +365,23 @@ def test_two_relays_storing_at_once_lose_and_double_nothing(storage: str, runs: 
         actual = outcome(target, run_ids)
         _latest_is_newest(target)
 
-    assert sum(len(records) for records in expected["records"].values()) > 600
+    assert sum(len(records) for records in expected["records"].values()) > (150 if effects_only else 600)
     assert actual["records"] == expected["records"]
     assert actual["assets"] == expected["assets"]
     assert actual["checks"] == expected["checks"]
     assert actual["runs"] == expected["runs"]
 
 
-@pytest.mark.parametrize("die_at", ["mid-batch:3", "before-cursor:3"])
+@pytest.mark.parametrize(
+    ("die_at", "effects_only"),
+    [("mid-batch:3", False), ("before-cursor:3", False), ("mid-batch:2", True), ("terminal-run-row", False)],
+)
 @pytest.mark.parametrize("storage", STORAGES)
 def test_relay_killed_in_a_batch_resumes_with_every_event_once(
-    storage: str, die_at: str, runs: list[Any], tmp_path: Path
+    storage: str, die_at: str, effects_only: bool, runs: list[Any], tmp_path: Path
 ) -> None:
     run_id = str(uuid.uuid4())
-    streams = {run_id: relay_stream(runs, run_id, repeat=1)}
+    streams = {run_id: relay_stream(runs, run_id, repeat=1, effects_only=effects_only)}
     expected = _expected(storage, tmp_path / "dagster", streams)
     with instance(storage, tmp_path / "relayed") as target:
         launched(target, run_id)
@@ -378,7 +393,11 @@ def test_relay_killed_in_a_batch_resumes_with_every_event_once(
         output, _ = killed.communicate(timeout=600)
         assert killed.returncode == -signal.SIGKILL, output.decode()[-3000:]
         stored_before = len(target.all_logs(run_id))
-        assert 1 < stored_before <= len(streams[run_id])  # it died with the run half relayed (+ RUN_STARTING)
+        if die_at == "terminal-run-row":
+            # It died with the terminal event stored (SQLite) or not (PostgreSQL), the run row not updated.
+            assert target.get_run_by_id(run_id).status == DagsterRunStatus.STARTED  # type: ignore[union-attr]
+        else:
+            assert 1 < stored_before <= len(streams[run_id])  # it died with the run half relayed (+ RUN_STARTING)
 
         resumed = relay_in_process(home, run_id, lines, cursor, "--resume")
         output, _ = resumed.communicate(timeout=600)
@@ -389,3 +408,48 @@ def test_relay_killed_in_a_batch_resumes_with_every_event_once(
     assert actual["assets"] == expected["assets"]
     assert actual["checks"] == expected["checks"]
     assert actual["runs"] == expected["runs"]
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+def test_a_run_never_reads_success_before_its_run_success_event(storage: str, runs: list[Any], tmp_path: Path) -> None:
+    """A reader looks at the run at every commit of the relay (each moment some of its writes become
+    visible, SQLite's several databases included) and once after: whenever the run reads SUCCESS,
+    its RUN_SUCCESS event is there."""
+    run_id = str(uuid.uuid4())
+    stream = relay_stream(runs, run_id, repeat=1)
+    seen: list[tuple[str, bool]] = []
+    with instance(storage, tmp_path / "host") as target:
+        launched(target, run_id)
+        with DagsterInstance.from_config(target.root_directory) as reader:
+            reading = [False]
+
+            def read() -> None:
+                if reading[0]:
+                    return  # the reader's own commits
+                reading[0] = True
+                try:
+                    run = reader.get_run_by_id(run_id)
+                    assert run is not None
+                    success = reader.get_records_for_run(run_id, of_type=DagsterEventType.RUN_SUCCESS).records
+                    seen.append((run.status.value, bool(success)))
+                finally:
+                    reading[0] = False
+
+            def on_commit(connection: db.Connection) -> None:
+                read()
+
+            db.event.listen(db.engine.Engine, "commit", on_commit)
+            try:
+                relay = EventRelay(target, run_id, tmp_path / "cursor")
+                lines = worker_lines(stream)
+                for start in range(0, len(lines), 32 * 1024):
+                    relay.feed(lines[start : start + 32 * 1024])
+                relay.close()
+                relay.release_held()
+            finally:
+                db.event.remove(db.engine.Engine, "commit", on_commit)
+            read()
+
+    assert seen[-1] == ("SUCCESS", True)
+    assert ("STARTED", False) in seen  # the reader looked while the run was running
+    assert [state for state in seen if state[0] == "SUCCESS"] == [("SUCCESS", True)] * seen.count(("SUCCESS", True))
