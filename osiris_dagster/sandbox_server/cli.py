@@ -73,7 +73,7 @@ def serve(
     network: str,
     forward: str,
 ) -> None:
-    """Serve until Ctrl-C; prints the environment variables that point the e2b SDK here."""
+    """Serve until Ctrl-C; prints the environment variables that point the launcher and the e2b SDK here."""
     try:
         plan = FaultPlan.parse(faults) if faults and faults.strip() else None
     except FaultSpecError as exc:
@@ -108,6 +108,13 @@ def serve(
         click.echo(f"# sandboxes reach the host at {server.host_address} (forwarded ports: {forwarded})", err=True)
     if plan is not None:
         click.echo(f"# fault injection on: {plan.describe()}", err=True)
+    # The launcher passes the proxy itself (from OSIRIS_SANDBOX_SERVER); a script using the SDK
+    # directly must too, or it resolves api.<domain> in the real DNS and fails.
+    click.echo(
+        f'# e2b SDK used directly: also pass proxy="{server.url}" to Sandbox.create/connect/list, '
+        f"or run that one process with HTTPS_PROXY={server.url}",
+        err=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -319,6 +319,8 @@ class LocalSandboxServer:
         self._host = check_loopback_host(host)
         self._requested_port = port
         self._base_dir = Path(base_dir) if base_dir is not None else None
+        if self._base_dir is not None:  # else the first create answers 500 (mkdtemp in a missing folder)
+            self._base_dir.mkdir(parents=True, exist_ok=True)
         self._extra_path = list(extra_path or [])
         plan = FaultPlan.from_env() if faults is None else _fault_plan(faults)
         self._faults = FaultInjector(plan) if plan is not None else None

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -217,3 +218,37 @@ def test_cli_reads_the_spec_from_the_environment() -> None:
         proc.terminate()
         proc.wait(timeout=30)
     assert any("fault injection on: drop=streams,every=4" in line and "seed=3" in line for line in lines)
+
+
+def test_the_printed_instructions_let_a_plain_sdk_script_run_a_command(tmp_path: Path) -> None:
+    """`sandbox serve` as a user starts it (a --base-dir that does not exist yet), then a script of
+    the user's own with the real e2b SDK, set up only from what `serve` printed."""
+    base = tmp_path / "not" / "yet"
+    cli = [sys.executable, "-m", "osiris_dagster.cli", "sandbox", "serve", "--port", "0", "--base-dir", str(base)]
+    proc = subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        exports = dict(proc.stdout.readline().removeprefix("export ").strip().split("=", 1) for _ in range(4))
+        hint = next(line for line in iter(proc.stderr.readline, "") if "e2b SDK used directly" in line)
+        proxy = hint.rsplit("HTTPS_PROXY=", 1)[1].strip()
+        script = (
+            "from e2b import Sandbox\ns = Sandbox.create()\nprint(s.commands.run('echo from-sandbox').stdout)\ns.kill()"
+        )
+        env = {k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY")}
+        without_proxy = subprocess.run(
+            [sys.executable, "-c", script], env={**env, **exports}, capture_output=True, text=True, timeout=120
+        )
+        assert without_proxy.returncode != 0  # why the hint is printed
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            env={**env, **exports, "HTTPS_PROXY": proxy},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "from-sandbox"
+    assert base.is_dir()
