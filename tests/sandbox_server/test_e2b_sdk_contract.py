@@ -173,6 +173,7 @@ def test_list_make_dir_remove_rename_exists(sbx: Sandbox) -> None:
     assert sbx.files.read("/home/user/d/e/g.txt") == "12345"
     sbx.files.remove("/home/user/d")
     assert sbx.files.exists("/home/user/d") is False
+    sbx.files.remove("/home/user/d")  # E2B's envd: removing what is not there is no error
     with pytest.raises(FileNotFoundException):
         sbx.files.read("/home/user/d/e/g.txt")
     with pytest.raises(FileNotFoundException):
