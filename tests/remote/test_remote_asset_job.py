@@ -21,12 +21,17 @@ import time
 from pathlib import Path
 
 import pytest
+from dagster import DagsterEventType
 
+from osiris_dagster.project import ProjectLayout
 from osiris_dagster.remote.tags import SANDBOX_ID_TAG
 from osiris_dagster.sandbox_server import LocalSandboxServer
+from osiris_dagster.session.catalogue import catalogue, validator
+from osiris_dagster.session.reader import SessionRecord
 from tests.conftest import connect_mariadb, run_cli
 from tests.e2e.test_dagster_dev import free_port, graphql
 from tests.e2e.test_ui_shutdown import graphql_vars
+from tests.remote.conftest import instance_for
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.mariadb, pytest.mark.e2e]
 
@@ -107,6 +112,30 @@ def test_materialize_all_of_a_mariadb_group_runs_remotely_on_mariadb(  # type: i
     with (project / "output" / "actors.csv").open(newline="", encoding="utf-8") as handle:
         names = [row["name"] for row in csv.DictReader(handle)]
     assert names == expected_names and MARKER in names
+
+    # A first-class run: its session is complete and valid, and each written asset's check ran.
+    record = SessionRecord.read(ProjectLayout(project).session_dir(run_id))
+    local_kind = [line["event"] for line in record.events if line["event"] not in catalogue().remote_only_events]
+    assert local_kind[0] == "run_start" and local_kind[-1] == "run_end", local_kind
+    for line in record.events:
+        validator("events").validate(line)
+    status = record.status or {}
+    validator("status").validate(status)
+    assert status["ok"] is True and status["job"] == "__ASSET_JOB", status
+    assert status["pipelines"] == ["movies-to-csv"]
+    assert status["steps_total"] == status["steps_completed"] == 10
+    with instance_for(env) as instance:
+        checks = [
+            event.asset_check_evaluation_data
+            for event in (
+                record.event_log_entry.dagster_event
+                for record in instance.get_records_for_run(
+                    run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
+                ).records
+            )
+            if event is not None
+        ]
+    assert len(checks) == 5 and all(check.passed for check in checks), checks
 
 
 def _wait(probe, what: str, ui: subprocess.Popen, log: Path, timeout: float):  # type: ignore[no-untyped-def]
