@@ -327,12 +327,19 @@ def _refuse_incremental_steps(selection: list[SelectedPipeline] | None) -> None:
     An incremental step continues from the cursor committed in the host's Dagster storage and
     appends to the CSV in the host's project; a sandbox has neither, so it would re-read from the
     start and write a file holding only the new rows. Until both travel with the run, such runs
-    run locally.
+    run locally. Counted by the steps the run executes: a run of only the appending writer (a
+    re-execution, an asset's Materialize) is refused too; one of only other steps is not.
     """
     from osiris_dagster.components.incremental import incremental_cursor
 
     for selected in selection or []:
-        steps = [step.id for step in selected.steps if incremental_cursor(step)]
+        pipeline = selected.pipeline
+        # A writer of an incremental extract appends after the host's committed cursor: the same.
+        steps = [
+            step.id
+            for step in selected.steps
+            if incremental_cursor(step) or any(incremental_cursor(pipeline.step(need)) for need in step.needs)
+        ]
         if steps:
             raise RuntimeError(
                 f"E2BRunLauncher: {selected.pipeline.name} has incremental steps ({', '.join(steps)}); their "

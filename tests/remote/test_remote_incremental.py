@@ -29,11 +29,18 @@ steps:
 """
 
 
-def test_incremental_job_fails_at_launch_with_a_message_naming_the_steps(project: Path, remote_home) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    ("selection", "named"),
+    [((), "extract-reviews, write-reviews"), (("-o", "reviews_incremental__write_reviews"), "write-reviews")],
+    ids=["whole-job", "only-the-appending-writer"],
+)
+def test_incremental_job_fails_at_launch_with_a_message_naming_the_steps(  # type: ignore[no-untyped-def]
+    project: Path, remote_home, selection: tuple[str, ...], named: str
+) -> None:
     (project / "assets" / "reviews_incremental.yaml").write_text(INCREMENTAL)
     _home, env = remote_home()
     subprocess.run(
-        [dagster_bin(), "job", "launch", "-w", "workspace.yaml", "-j", "reviews_incremental"],
+        [dagster_bin(), "job", "launch", "-w", "workspace.yaml", "-j", "reviews_incremental", *selection],
         cwd=project, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     with instance_for(env) as instance:
@@ -43,5 +50,5 @@ def test_incremental_job_fails_at_launch_with_a_message_naming_the_steps(project
             str(entry.dagster_event.engine_event_data.error or entry.message)
             for entry in instance.all_logs(run.run_id, of_type=DagsterEventType.ENGINE_EVENT)
         ) + " ".join(e.message for e in instance.all_logs(run.run_id))
-    assert "incremental steps (extract-reviews)" in messages, messages
+    assert f"incremental steps ({named})" in messages, messages
     assert not (project / "output" / "reviews_incremental.csv").exists()
