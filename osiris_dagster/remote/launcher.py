@@ -19,6 +19,7 @@ not a pid. The E2B key is read from the environment, never from the config.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -38,13 +39,13 @@ from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
 from osiris_dagster.project import PROJECT_DIR_ENV
-from osiris_dagster.remote import run_lock
+from osiris_dagster.remote import run_lock, supervision_client
 from osiris_dagster.remote.run_files import RunFiles
 from osiris_dagster.remote.run_selection import SelectedPipeline, plan_step_ids
 from osiris_dagster.remote.sandbox_lease import kill_sandbox
 from osiris_dagster.remote.sandbox_reaper import sandbox_metadata
 from osiris_dagster.remote.settings import SandboxSettings
-from osiris_dagster.remote.supervision_client import hand_over
+from osiris_dagster.remote.supervision_client import LauncherPresence, hand_over
 from osiris_dagster.remote.tags import SANDBOX_ID_TAG, SUPERVISOR_PID_TAG
 from osiris_dagster.secrets import mask_text
 
@@ -53,7 +54,29 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
     def __init__(self, inst_data: ConfigurableClassData | None = None, **config: Any) -> None:
         self._inst_data = inst_data
         self.settings = SandboxSettings.from_config(config)
+        self._presence: LauncherPresence | None = None
         super().__init__()
+
+    def register_instance(self, instance: Any) -> None:
+        """Dagster loads the launcher here, long before the first launch: start the service now.
+
+        The daemon, the webserver and a code server load it at start-up; the service they start
+        stays up while they live (`supervision_client.LauncherPresence`) and is ready, e2b SDK and
+        Dagster imported, when their first run comes. Off with ``supervision_prewarm: false``.
+        """
+        super().register_instance(instance)
+        if not self.settings.supervision_prewarm or supervision_client.IN_SERVICE or self._presence is not None:
+            return
+        try:
+            self._presence = supervision_client.prewarm(instance.root_directory, self.settings.supervision_idle_s)
+        except OSError as error:  # an optimisation: the first launch starts the service otherwise
+            logging.getLogger(__name__).warning("could not start the E2B supervision service: %s", error)
+
+    def dispose(self) -> None:
+        if self._presence is not None:
+            self._presence.close()
+            self._presence = None
+        super().dispose()
 
     @property
     def inst_data(self) -> ConfigurableClassData | None:
@@ -89,7 +112,14 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
             "supervision_idle_s": Field(
                 Float,
                 default_value=60.0,
-                description="The supervision service exits after this many seconds without a run",
+                description="The supervision service exits after this many seconds without a run "
+                "(and without a live process that loaded this launcher, see supervision_prewarm)",
+            ),
+            "supervision_prewarm": Field(
+                Bool,
+                default_value=True,
+                description="Start the supervision service when the launcher is loaded, and keep it up "
+                "while the loading process (daemon, webserver, code server) lives",
             ),
             "pool": Field(
                 Shape(

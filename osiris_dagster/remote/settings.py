@@ -69,6 +69,8 @@ class SandboxSettings:
     pool_name: str = "default"
     # The supervision service (one per DAGSTER_HOME) exits after this long without a run.
     supervision_idle_s: float = 60.0
+    # Start the service when the launcher is loaded; it stays while a loading process lives.
+    supervision_prewarm: bool = True
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> SandboxSettings:

@@ -10,11 +10,22 @@ service. If no service answers, the launcher writes the spool entry itself and s
 doing so at once start two processes: one wins the service lock, the other waits until the
 winner has taken up every spooled run (or has exited, then it serves itself).
 
+**Resident service** (`LauncherPresence`): a process that loads the launcher (the daemon, the
+webserver, a code server, ``dagster job launch``) starts the service at once, in the background,
+and holds a SHARED ``flock`` on ``e2b/launchers.lock`` while its launcher lives. The service
+exits only when it has had no run for ``supervision_idle_s`` AND can take that lock exclusively,
+i.e. no process with a launcher of this home is alive. So the daemon's first launch finds a
+service that is up and has imported the e2b SDK and Dagster (a fresh one is ~2 s from
+``launch_run`` to creating the sandbox); a ``dagster job launch`` that exits leaves a service
+that idles out as before. A flock and not a pid file: the kernel drops it when the holder dies,
+``kill -9`` included, so a dead launcher never keeps a service alive.
+
 Kept free of Dagster and e2b imports: the launcher side needs only sockets and paths.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -22,6 +33,8 @@ import socket
 import subprocess
 import sys
 import threading
+import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +43,17 @@ SERVICE_MODULE = "osiris_dagster.remote.supervision_service"
 # An answer takes a spool write and a lock; a busy service may take a while to accept.
 _ANSWER_TIMEOUT_S = 30.0
 _MAX_MESSAGE = 1 << 20
+# How long a launch waits for a service THIS process started to listen, before it spools the run
+# instead (a fresh service listens ~0.1-0.2 s after its start; the wait is for a loaded machine).
+_LISTEN_WAIT_S = 5.0
+# How long a launcher waits for the shared presence lock: only a service that is exiting holds it
+# exclusively, for the few ms between deciding to exit and closing its socket.
+_PRESENCE_WAIT_S = 5.0
+# True inside the service process: its own Dagster instance must not count as a launcher.
+IN_SERVICE = False
+# Services started by this process, by home: a launch waits for its own to listen (`hand_over`).
+_started: dict[Path, subprocess.Popen[bytes]] = {}
+_started_guard = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -46,6 +70,11 @@ class ServicePaths:
     def lock(self) -> Path:
         """flock'ed by the one service of this home for its whole life."""
         return self.root / "service.lock"
+
+    @property
+    def launchers(self) -> Path:
+        """flock'ed SHARED by each live process holding a launcher of this home (`LauncherPresence`)."""
+        return self.root / "launchers.lock"
 
     @property
     def spool(self) -> Path:
@@ -88,10 +117,22 @@ def hand_over(
         return int(_exchange(paths.address, message)["pid"])
     except (OSError, ValueError, KeyError):  # no service listening (or it is exiting)
         pass
+    # A service this process started (at launcher load, or for an earlier launch) that is not
+    # listening yet: wait for it rather than start another one that would lose the lock race.
+    started = _started.get(paths.root)
+    deadline = time.monotonic() + _LISTEN_WAIT_S
+    while started is not None and time.monotonic() < deadline:
+        alive = started.poll() is None  # if it lost the service lock and exited, the winner listens
+        time.sleep(0.01)
+        try:
+            return int(_exchange(paths.address, message)["pid"])
+        except (OSError, ValueError, KeyError):
+            if not alive:
+                break
     # Durable first, then the service: it reads the values of the run's variables from its own
     # environment, which is this process's (the spool never holds a value).
     spool_run(paths, run_dir, resume)
-    return start_service(paths, idle_s).pid
+    return start_service(paths, idle_s, fresh_run=None if resume else run_dir.name).pid
 
 
 def spool_run(paths: ServicePaths, run_dir: Path, resume: bool) -> None:
@@ -128,11 +169,19 @@ def read_line(connection: socket.socket) -> bytes:
     return data
 
 
-def start_service(paths: ServicePaths, idle_s: float) -> subprocess.Popen[bytes]:
-    """A service process for this home (it exits at once if another one holds the service lock)."""
+def start_service(paths: ServicePaths, idle_s: float, fresh_run: str | None = None) -> subprocess.Popen[bytes]:
+    """A service process for this home (it exits at once if another one holds the service lock).
+
+    ``fresh_run``: the run just spooled by this launch. That service takes it up as a hand-over
+    (no check that the run has not finished meanwhile, which would import Dagster before the
+    sandbox is created): it was launched a moment ago. Any other service checks it as usual.
+    """
+    command = [sys.executable, "-m", SERVICE_MODULE, str(paths.root.parent), "--idle-s", str(idle_s)]
+    if fresh_run is not None:
+        command += ["--fresh-run", fresh_run]
     with open(paths.log, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", SERVICE_MODULE, str(paths.root.parent), "--idle-s", str(idle_s)],
+            command,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -141,4 +190,65 @@ def start_service(paths: ServicePaths, idle_s: float) -> subprocess.Popen[bytes]
         )
     # Reap it when it ends (the launching process may live on, e.g. the daemon).
     threading.Thread(target=process.wait, name=f"reap-supervision-{process.pid}", daemon=True).start()
+    with _started_guard:
+        _started[paths.root] = process
     return process
+
+
+def ping(paths: ServicePaths) -> int | None:
+    """The pid of this home's listening service, or None if none answers."""
+    try:
+        return int(_exchange(paths.address, b'{"ping": true}\n')["pid"])
+    except (OSError, ValueError, KeyError, HandOverError):
+        return None
+
+
+class LauncherPresence:
+    """This process holds a launcher of this home: keeps the home's service resident (see module doc).
+
+    Holds a shared flock on ``e2b/launchers.lock`` until `close` (the launcher's ``dispose``) or
+    garbage collection or the process's death. The descriptor is close-on-exec, so processes this
+    one execs (a service among them) do not inherit the claim.
+    """
+
+    def __init__(self, paths: ServicePaths, fd: int | None, service: subprocess.Popen[bytes] | None) -> None:
+        self.paths = paths
+        self.service = service
+        self._finalizer = weakref.finalize(self, _close_fd, fd) if fd is not None else None
+
+    @property
+    def held(self) -> bool:
+        return self._finalizer is not None and self._finalizer.alive
+
+    def close(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer()
+
+
+def _close_fd(fd: int) -> None:
+    os.close(fd)  # drops the shared lock (the only descriptor of this open file)
+
+
+def prewarm(instance_root: str | os.PathLike[str], idle_s: float) -> LauncherPresence:
+    """Hold this home's presence lock and start its service in the background if none answers.
+
+    Never waits for the service: loading an instance must stay fast. Only a service that is in
+    the middle of exiting can make the shared lock wait (it holds it exclusively while it closes
+    its socket), so after the lock a service either answers the ping or is gone for good.
+    """
+    paths = ServicePaths.for_home(instance_root)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    fd: int | None = os.open(paths.launchers, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + _PRESENCE_WAIT_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:  # cannot happen with a live service; do without
+                os.close(fd)  # type: ignore[arg-type]
+                fd = None
+                break
+            time.sleep(0.01)
+    service = None if ping(paths) is not None else start_service(paths, idle_s)
+    return LauncherPresence(paths, fd, service)

@@ -18,17 +18,28 @@ Dagster import (~140 MB each); here they are paid once, and each run costs a thr
   (the next service picks it up when it starts, resuming from the run's state). A launcher that
   finds no service writes the spool entry itself and starts one; the service rescans the spool
   every half second, so such runs are taken up whichever service holds the lock.
-* **Idle exit**: with no run for ``--idle-s`` seconds it stops listening and exits.
+* **Idle exit**: with no run for ``--idle-s`` seconds AND no live launcher of this home (it can
+  take ``e2b/launchers.lock`` exclusively: `supervision_client.LauncherPresence`) it stops
+  listening and exits. It keeps that lock while it closes the socket, so a launcher loading
+  meanwhile waits and then finds no service (and starts one), never a service about to vanish.
+* **Warm-up**: once listening, a thread imports what supervising needs — the e2b SDK and the
+  modules a run uses before it has a sandbox first, then Dagster and this home's storage. A
+  resident service has it all loaded when the first run arrives; a service started for a launch
+  overlaps the Dagster part with the sandbox's creation. Run threads wait for each part before
+  they use it (`_WarmUp`) rather than import it themselves: Dagster's storage package has import
+  cycles, and two threads importing it at once fail ("partially initialized module"), as three
+  runs handed to a fresh service at once did. Measured on the 2-core dev box (idle): interpreter
+  + this module ~0.1 s; e2b SDK 0.4-1.1 s; Dagster 0.6-2 s; storage 0.1-0.6 s.
 
 Each run's records go to its own ``supervisor.log`` (`supervision_logs`); the service's own to
-``e2b/service.log``. Dagster and the e2b SDK are imported by the first run's thread, after the
-socket is listening, so a launch is answered at once.
+``e2b/service.log``.
 """
 
 from __future__ import annotations
 
 import argparse
 import fcntl
+import importlib
 import json
 import logging
 import os
@@ -39,7 +50,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from osiris_dagster.remote import run_lock, supervision_logs
+from osiris_dagster.remote import run_lock, supervision_client, supervision_logs
 from osiris_dagster.remote.run_files import RunFiles
 from osiris_dagster.remote.run_lock import RunLock
 from osiris_dagster.remote.supervision_client import ServicePaths, read_line, spool_run
@@ -53,12 +64,17 @@ _TICK_S = 0.5
 
 
 class SupervisionService:
-    def __init__(self, paths: ServicePaths, idle_s: float) -> None:
+    def __init__(self, paths: ServicePaths, idle_s: float, fresh_run: str | None = None) -> None:
         self.paths = paths
         self.idle_s = idle_s
+        # The run the launcher that started this service spooled a moment ago (`start_service`).
+        self._fresh_run = fresh_run
         self._guard = threading.Lock()
         self._active: set[str] = set()
         self._idle_since = time.monotonic()
+        # Held (exclusively) from the moment the service decides to exit: no launcher is alive.
+        self._launchers_lock: int | None = None
+        self._warm_up = _WarmUp()
 
     # -- life ---------------------------------------------------------------------
     def serve(self) -> int:
@@ -72,8 +88,12 @@ class SupervisionService:
         listener.listen(64)
         listener.settimeout(_TICK_S)
         log.info(
-            "supervision service %d serving %s (idle exit after %.0f s)", os.getpid(), self.paths.root, self.idle_s
+            "supervision service %d serving %s (idle exit after %.0f s without a run and without a live launcher)",
+            os.getpid(),
+            self.paths.root,
+            self.idle_s,
         )
+        self._warm_up.start(self.paths.root.parent)
         try:
             while not self._idle_too_long():
                 self._pick_up_spool()  # runs spooled by a launcher that found no listener, or a dead service
@@ -87,8 +107,10 @@ class SupervisionService:
             # Stop listening BEFORE the lock goes: a launcher then either reaches this service
             # (and got an answer) or finds no listener and starts the next service.
             listener.close()
-            log.info("supervision service %d exits: no run for %.0f s", os.getpid(), self.idle_s)
+            log.info("supervision service %d exits: no run for %.0f s and no live launcher", os.getpid(), self.idle_s)
             os.close(service_lock)
+            if self._launchers_lock is not None:
+                os.close(self._launchers_lock)
         return 0
 
     def _take_service_lock(self, fd: int) -> bool:
@@ -120,13 +142,28 @@ class SupervisionService:
 
     def _idle_too_long(self) -> bool:
         with self._guard:
-            return not self._active and time.monotonic() - self._idle_since > self.idle_s
+            idle = not self._active and time.monotonic() - self._idle_since > self.idle_s
+        return idle and self._no_live_launcher()
+
+    def _no_live_launcher(self) -> bool:
+        """Take ``launchers.lock`` exclusively (kept until exit) if no process holds a launcher."""
+        fd = os.open(self.paths.launchers, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._launchers_lock = fd
+        return True
 
     # -- hand-overs ----------------------------------------------------------------
     def _answer(self, connection: socket.socket) -> None:
         try:
             connection.settimeout(10)
             request = json.loads(read_line(connection))
+            if request.get("ping"):  # a launcher asking whether a service is up (`supervision_client.ping`)
+                connection.sendall(json.dumps({"pid": os.getpid()}).encode() + b"\n")
+                return
             run_dir = Path(request["run_dir"])
             resume = bool(request.get("resume"))
             env = {str(k): str(v) for k, v in (request.get("env") or {}).items()}
@@ -161,8 +198,14 @@ class SupervisionService:
             resume = bool(spooled.get("resume")) or _worker_started(RunFiles(run_dir))
             if run_lock.is_held(RunFiles(run_dir).supervision_lock):
                 continue  # supervised elsewhere (a standalone supervisor)
-            log.info("picking up run %s from the spool%s", run_dir.name, " (resuming)" if resume else "")
-            self._supervise(run_dir, resume, {}, from_spool=True)
+            fresh = entry.name == self._fresh_run and not resume
+            self._fresh_run = None if fresh else self._fresh_run
+            log.info(
+                "picking up run %s from the spool%s",
+                run_dir.name,
+                " (resuming)" if resume else " (launched with this service)" if fresh else "",
+            )
+            self._supervise(run_dir, resume, {}, from_spool=not fresh)
 
     def _supervise(self, run_dir: Path, resume: bool, env: dict[str, str], *, from_spool: bool) -> None:
         """Take the run's lock and start its thread; a run already supervised is left alone."""
@@ -182,9 +225,15 @@ class SupervisionService:
         try:
             with supervision_logs.bound_to(files.log):
                 try:
+                    self._warm_up.sdk.wait()
                     from osiris_dagster.remote.supervisor import RunSpec, RunSupervisor
 
-                    supervisor = RunSupervisor(RunSpec.read(files.spec), files, environ={**os.environ, **env})
+                    supervisor = RunSupervisor(
+                        RunSpec.read(files.spec),
+                        files,
+                        environ={**os.environ, **env},
+                        before_dagster=self._warm_up.dagster.wait,
+                    )
                     try:
                         if from_spool and supervisor.run_finished():
                             log.info("the run had finished before this service started: nothing to do")
@@ -204,6 +253,65 @@ class SupervisionService:
                 self._idle_since = time.monotonic()
 
 
+class _WarmUp:
+    """The service's imports, in one thread, in the order a run needs them (see the module doc)."""
+
+    def __init__(self) -> None:
+        self.sdk = threading.Event()  # the e2b SDK and what a run uses before it has a sandbox
+        self.dagster = threading.Event()  # Dagster, the relay, this home's storage
+
+    def start(self, dagster_home: Path) -> None:
+        threading.Thread(target=self._run, args=(dagster_home,), name="warm-up", daemon=True).start()
+
+    def _run(self, dagster_home: Path) -> None:
+        started = time.perf_counter()
+        try:
+            for name in _SDK_SIDE:
+                importlib.import_module(name)
+            sdk = time.perf_counter()
+            self.sdk.set()
+            for name in _DAGSTER_SIDE:
+                importlib.import_module(name)
+            dagster = time.perf_counter()
+            from dagster import DagsterInstance
+            from dagster._core.instance.ref import InstanceRef
+
+            # Constructed once and let go: loads the storage's lazily imported parts (SQLAlchemy
+            # dialect, schema checks) that every run's own instance would otherwise load first.
+            DagsterInstance.from_ref(InstanceRef.from_dir(str(dagster_home))).dispose()
+        except Exception as error:  # an optimisation only: a run imports what it needs itself
+            log.warning("warm-up: %s", mask_text(f"{type(error).__name__}: {error}"))
+            return
+        finally:
+            self.sdk.set()
+            self.dagster.set()
+        log.info(
+            "warm-up: e2b SDK %d ms, Dagster %d ms, storage %d ms",
+            1000 * (sdk - started),
+            1000 * (dagster - sdk),
+            1000 * (time.perf_counter() - dagster),
+        )
+
+
+# What a run imports before it has a sandbox: no Dagster (checked by a test).
+_SDK_SIDE = (
+    "osiris_dagster.remote.supervisor",
+    "osiris_dagster.remote.bundle",
+    "osiris_dagster.remote.job_needs",
+    "osiris_dagster.remote.sandbox_pool",
+)
+# What a run imports once its worker is started: the relay (Dagster, SQLAlchemy, the batch
+# writer), the launcher class its engine events name, the copy-back and the session log.
+_DAGSTER_SIDE = (
+    "osiris_dagster.remote.event_relay",
+    "osiris_dagster.remote.launcher",
+    "osiris_dagster.remote.bundle",
+    "osiris_dagster.remote.compute_logs",
+    "osiris_dagster.remote.result_archive",
+    "osiris_dagster.session.session_log",
+)
+
+
 def _worker_started(files: RunFiles) -> bool:
     try:
         return json.loads(files.state.read_text(encoding="utf-8")).get("worker_pid") is not None
@@ -215,11 +323,13 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {__name__}", description=__doc__.splitlines()[0])
     parser.add_argument("dagster_home", type=Path)
     parser.add_argument("--idle-s", type=float, default=DEFAULT_IDLE_S, help="exit after this long with no run")
+    parser.add_argument("--fresh-run", help="the run the launcher starting this service has just spooled")
     args = parser.parse_args(argv)
+    supervision_client.IN_SERVICE = True
     sys.stdout = supervision_logs.MaskedStream(sys.stdout)  # type: ignore[assignment]
     sys.stderr = supervision_logs.MaskedStream(sys.stderr)  # type: ignore[assignment]
     supervision_logs.install(sys.stderr)
-    return SupervisionService(ServicePaths.for_home(args.dagster_home), args.idle_s).serve()
+    return SupervisionService(ServicePaths.for_home(args.dagster_home), args.idle_s, args.fresh_run).serve()
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -183,9 +183,21 @@ class RunSpec:
 
 
 class RunSupervisor:
-    def __init__(self, spec: RunSpec, files: RunFiles, environ: Mapping[str, str] | None = None) -> None:
-        """``environ``: where the values of the run's variables come from (the launching process's)."""
+    def __init__(
+        self,
+        spec: RunSpec,
+        files: RunFiles,
+        environ: Mapping[str, str] | None = None,
+        before_dagster: Callable[[], object] | None = None,
+    ) -> None:
+        """``environ``: where the values of the run's variables come from (the launching process's).
+
+        ``before_dagster``: called before the run first uses Dagster; the supervision service
+        waits there for its warm-up thread to have imported Dagster (two threads importing it at
+        once fail on its import cycles).
+        """
         self.spec = spec
+        self._before_dagster = before_dagster
         self.environ = os.environ if environ is None else environ
         self.run_id = spec.run_id
         self.settings = spec.settings
@@ -205,6 +217,8 @@ class RunSupervisor:
 
     @cached_property
     def instance(self) -> Any:
+        if self._before_dagster is not None:
+            self._before_dagster()
         from dagster import DagsterInstance, deserialize_value
         from dagster._core.instance.ref import InstanceRef
 
@@ -252,6 +266,8 @@ class RunSupervisor:
         finally:
             if self._lease is not None:
                 self._lease.stop()
+            if self._before_dagster is not None:  # everything below uses Dagster
+                self._before_dagster()
             sandbox = sandbox or self._sandbox
             if sandbox is not None:
                 self._kill(sandbox)
@@ -761,9 +777,10 @@ class RunSupervisor:
             self.instance.report_run_failed(run, mask_text(self._failure_message()))
 
     def _engine_event(self, message: str) -> None:
+        instance = self.instance  # first: it waits for the service's Dagster import (`before_dagster`)
         from osiris_dagster.remote.launcher import E2BRunLauncher
 
-        run = self.instance.get_run_by_id(self.run_id)
+        run = instance.get_run_by_id(self.run_id)
         if run is not None:
             self.instance.report_engine_event(message, run, cls=E2BRunLauncher)
 

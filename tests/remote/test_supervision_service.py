@@ -13,6 +13,7 @@ import fcntl
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -196,3 +197,95 @@ def test_two_runs_at_once_each_log_only_their_own_lines(project: Path, remote_ho
             assert other.tags[SANDBOX_ID_TAG] not in (event.user_message or ""), event
     service_log = ServicePaths.for_home(home).log.read_text()
     assert all(run.tags[SANDBOX_ID_TAG] not in service_log for run in runs)
+
+
+# -- the resident service: started when a process loads the launcher, up while such a process lives --
+
+_HOLDER = """
+import sys, time
+from dagster import DagsterInstance
+
+instance = DagsterInstance.from_config(sys.argv[1])
+instance.run_launcher  # Dagster loads the launcher here (the daemon at its first tick, a webserver at a launch)
+print("loaded", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def _hold_launcher(env: dict[str, str], seconds: float) -> subprocess.Popen[bytes]:
+    """A process that loads the launcher of the home and lives ``seconds`` (a daemon, in small)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, env["DAGSTER_HOME"], str(seconds)], env=env, stdout=subprocess.PIPE
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == b"loaded\n"
+    return holder
+
+
+def _wait_for_services(home: Path, count: int, timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while len(services := _services(home)) != count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return services
+
+
+def test_loading_the_launcher_starts_the_service_and_it_exits_within_its_idle_rule_after_the_loader(
+    remote_home,  # type: ignore[no-untyped-def]
+) -> None:
+    home, env = remote_home(supervision_idle_s=1)
+    holder = _hold_launcher(env, seconds=6)
+    (service,) = _wait_for_services(home, 1, timeout=30)  # started at load, before any launch
+    time.sleep(3)  # well past supervision_idle_s: it stays, a process holding the launcher lives
+    assert _services(home) == [service]
+    assert holder.wait(timeout=30) == 0
+    # No launcher left and no run: gone within supervision_idle_s (+ its half-second tick).
+    assert _wait_for_services(home, 0, timeout=10) == []
+    assert "no run for 1 s and no live launcher" in ServicePaths.for_home(home).log.read_text()
+
+
+def test_kill_9_of_the_process_holding_the_launcher_leaves_no_service(remote_home) -> None:  # type: ignore[no-untyped-def]
+    home, env = remote_home(supervision_idle_s=1)
+    holder = _hold_launcher(env, seconds=600)
+    _wait_for_services(home, 1, timeout=30)
+    holder.kill()  # the kernel drops its shared lock: a dead launcher keeps nothing alive
+    holder.wait()
+    assert _wait_for_services(home, 0, timeout=10) == []
+
+
+def test_launchers_loaded_at_once_make_one_service_which_takes_up_their_runs(project: Path, remote_home) -> None:  # type: ignore[no-untyped-def]
+    home, env = remote_home(supervision_idle_s=1)
+    holders = [
+        subprocess.Popen([sys.executable, "-c", _HOLDER, env["DAGSTER_HOME"], "600"], env=env, stdout=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    try:
+        for holder in holders:
+            assert holder.stdout is not None and holder.stdout.readline() == b"loaded\n"
+        # Each may have started one (none answered yet); the losers of the service lock exit.
+        (service,) = _wait_for_services(home, 1, timeout=60)
+        warm = ServicePaths.for_home(home).log
+        deadline = time.monotonic() + 60
+        while "warm-up:" not in warm.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        run_ids = _launch_at_once(project, env, 2)
+        instance = instance_for(env)
+        for run_id in run_ids:
+            run = wait_for_run(instance, run_id, timeout=240)
+            assert run.status == DagsterRunStatus.SUCCESS
+            assert int(run.tags[SUPERVISOR_PID_TAG]) == service  # the prewarmed service supervised it
+            log = RunFiles.for_run(home, run_id).log.read_text()
+            assert "from the spool" not in ServicePaths.for_home(home).log.read_text()  # handed over, not picked up
+            assert "supervisor up" in log
+        assert _services(home) == [service]
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()
+    assert _wait_for_services(home, 0, timeout=10) == []
+
+
+def test_a_run_supervises_without_importing_dagster_until_its_sandbox_exists() -> None:
+    """The modules a run uses before its worker starts: e2b only, so a fresh service creates the sandbox at once."""
+    from osiris_dagster.remote.supervision_service import _SDK_SIDE
+
+    code = f"import sys\nfor name in {_SDK_SIDE!r}: __import__(name)\nprint('dagster' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
