@@ -7,7 +7,10 @@ instance), launched as the daemon launches them (`instance.launch_run`), and sam
 0.25 s the memory of the host-side supervision processes: the supervision service and anything
 it spawns. NOT the sandboxes' processes (the local server's worker processes stand for the remote
 sandbox). Prints per N the peak total RSS (and PSS, which counts shared pages once), and that
-peak divided by N.
+peak divided by N ("RSS/run": the whole service charged to the runs), and for the service the
+MARGINAL RSS per run: (peak at N - the idle service just before those N runs) / N, i.e. what
+each run adds to a service that is up anyway. The two are different figures; neither stands for
+the other.
 
 Two designs, measured in the same invocation on the same code:
 * ``service``: this product — one supervision service per DAGSTER_HOME, a thread per run;
@@ -15,7 +18,8 @@ Two designs, measured in the same invocation on the same code:
   process per run (the launcher's hand-over replaced by starting that process).
 
 Each design gets its own DAGSTER_HOME and one warm-up run first; then N = 1, 8, 20 in turn (the
-service lives on between them, as it does under a steady load). The load average is printed with
+service lives on between them, as it does under a steady load: this process has loaded the
+launcher, so the service is resident, as under a daemon). The load average is printed with
 every figure: figures taken on a loaded machine are not final.
 """
 
@@ -182,7 +186,9 @@ def _wait_exited(home: Path, timeout: float = 120) -> None:
         time.sleep(0.1)
 
 
-def measure(mode: str, work: Path, server: LocalSandboxServer, counts: list[int]) -> list[tuple[int, Sampler, float]]:
+def measure(
+    mode: str, work: Path, server: LocalSandboxServer, counts: list[int]
+) -> list[tuple[int, Sampler, float, Sampler | None]]:
     project, home = _project(work / f"{mode}_project"), work / f"{mode}_home"
     home.mkdir()
     launcher = {
@@ -190,6 +196,8 @@ def measure(mode: str, work: Path, server: LocalSandboxServer, counts: list[int]
         "server_url": server.url,
         "python": sys.executable,
         "supervision_idle_s": 600,
+        # The per-process baseline has no service: the launcher must not start one.
+        "supervision_prewarm": mode == "service",
     }
     config = {
         "run_launcher": {"module": "osiris_dagster.remote.launcher", "class": "E2BRunLauncher", "config": launcher},
@@ -210,16 +218,20 @@ def measure(mode: str, work: Path, server: LocalSandboxServer, counts: list[int]
         with per_process_launcher() if mode == "process" else _nothing():
             _wait_done(instance, home, _launch_all(instance, template_run, 1))  # warm-up
             for count in counts:
+                idle_before = None
                 if mode == "process":  # the previous runs' processes are gone, not counted again
                     _wait_exited(home)
+                else:
+                    with Sampler(home) as idle_before:  # the service alone, just before these runs
+                        time.sleep(1)
                 with Sampler(home) as sampler:
                     _wait_done(instance, home, _launch_all(instance, template_run, count))
-                results.append((count, sampler, os.getloadavg()[0]))
+                results.append((count, sampler, os.getloadavg()[0], idle_before))
             if mode == "service":
                 idle = Sampler(home)
                 with idle:
                     time.sleep(1)
-                results.append((0, idle, os.getloadavg()[0]))
+                results.append((0, idle, os.getloadavg()[0], None))
     return results
 
 
@@ -249,16 +261,20 @@ def main() -> None:
                 for pid in _supervision_pids(base):  # the bench leaves no process behind
                     os.kill(pid, signal.SIGTERM)
     print(f"{'design':>8} {'runs':>5} {'procs':>6} {'peak RSS MB':>12} {'RSS/run MB':>11} "
-          f"{'peak PSS MB':>12} {'PSS/run MB':>11} {'load':>5}")  # fmt: skip
+          f"{'peak PSS MB':>12} {'PSS/run MB':>11} {'idle before MB':>15} {'marginal RSS/run MB':>20} "
+          f"{'load':>5}")  # fmt: skip
     for mode, rows in table.items():
-        for count, sampler, load in rows:
+        for count, sampler, load, idle_before in rows:
             per_rss = sampler.peak_rss / MB / count if count else float("nan")
             per_pss = sampler.peak_pss / MB / count if count else float("nan")
+            idle_mb = idle_before.peak_rss / MB if idle_before is not None else float("nan")
+            marginal = (sampler.peak_rss / MB - idle_mb) / count if count else float("nan")
             label = str(count) if count else "idle"
             print(f"{mode:>8} {label:>5} {sampler.peak_processes:>6} {sampler.peak_rss / MB:>12.1f} {per_rss:>11.1f} "
-                  f"{sampler.peak_pss / MB:>12.1f} {per_pss:>11.1f} {load:>5.1f}")  # fmt: skip
+                  f"{sampler.peak_pss / MB:>12.1f} {per_pss:>11.1f} {idle_mb:>15.1f} {marginal:>20.1f} "
+                  f"{load:>5.1f}")  # fmt: skip
     if "service" in table and "process" in table:
-        for (count, service, _), (_, process, _) in zip(table["service"], table["process"], strict=False):
+        for (count, service, _, _), (_, process, _, _) in zip(table["service"], table["process"], strict=False):
             if count:
                 print(f"runs={count}: service/process peak RSS ratio {service.peak_rss / process.peak_rss:.2f}")
     print(f"load average now: {' '.join(f'{value:.1f}' for value in os.getloadavg())} (2 cores shared)")

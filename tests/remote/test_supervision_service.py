@@ -253,6 +253,9 @@ def test_kill_9_of_the_process_holding_the_launcher_leaves_no_service(remote_hom
 
 def test_launchers_loaded_at_once_make_one_service_which_takes_up_their_runs(project: Path, remote_home) -> None:  # type: ignore[no-untyped-def]
     home, env = remote_home(supervision_idle_s=1)
+    # The instance's storage exists, as it does wherever a daemon runs: three processes creating a
+    # fresh sqlite instance at the same moment race in Dagster's own schema creation.
+    instance_for(env).dispose()
     holders = [
         subprocess.Popen([sys.executable, "-c", _HOLDER, env["DAGSTER_HOME"], "600"], env=env, stdout=subprocess.PIPE)
         for _ in range(3)
