@@ -118,16 +118,20 @@ def hand_over(
     except (OSError, ValueError, KeyError):  # no service listening (or it is exiting)
         pass
     # A service this process started (at launcher load, or for an earlier launch) that is not
-    # listening yet: wait for it rather than start another one that would lose the lock race.
+    # listening yet: wait for it — or for the service it gave way to — rather than spool the run
+    # and start another one. That fallback works too, but its run is tagged with the pid of a
+    # service that then exits, until the winner's spool pick-up re-tags it: a race the tag can lose.
     started = _started.get(paths.root)
     deadline = time.monotonic() + _LISTEN_WAIT_S
     while started is not None and time.monotonic() < deadline:
-        alive = started.poll() is None  # if it lost the service lock and exited, the winner listens
+        # Exit code 0: it lost the service lock to a live service, which listens a moment later
+        # (it binds the socket right after taking the lock). Any other end: stop waiting.
+        crashed = started.poll() not in (None, 0)
         time.sleep(0.01)
         try:
             return int(_exchange(paths.address, message)["pid"])
         except (OSError, ValueError, KeyError):
-            if not alive:
+            if crashed:
                 break
     # Durable first, then the service: it reads the values of the run's variables from its own
     # environment, which is this process's (the spool never holds a value).
