@@ -40,6 +40,7 @@ from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
 from osiris_dagster.project import PROJECT_DIR_ENV
 from osiris_dagster.remote import run_lock, supervision_client
+from osiris_dagster.remote.job_needs import host_versions
 from osiris_dagster.remote.run_files import RunFiles
 from osiris_dagster.remote.run_selection import SelectedPipeline, plan_step_ids
 from osiris_dagster.remote.sandbox_lease import kill_sandbox
@@ -170,6 +171,8 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
             "project_dir": str(_project_dir(run)),
             "needs": _needs_spec(run, selection, self.settings),
             "sandbox_metadata": sandbox_metadata(run.run_id, instance.run_storage.get_run_storage_id()),
+            # Read here, where the spec stack is loaded anyway: the supervision service need not load it.
+            "versions": host_versions(),
             "launched_at": time.time(),
         }
         fd = os.open(files.spec, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

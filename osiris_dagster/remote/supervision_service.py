@@ -297,14 +297,13 @@ class _WarmUp:
 _SDK_SIDE = (
     "osiris_dagster.remote.supervisor",
     "osiris_dagster.remote.bundle",
-    "osiris_dagster.remote.job_needs",
     "osiris_dagster.remote.sandbox_pool",
 )
 # What a run imports once its worker is started: the relay (Dagster, SQLAlchemy, the batch
-# writer), the launcher class its engine events name, the copy-back and the session log.
+# writer), the copy-back and the session log. Not the launcher, nor `job_needs`: they bring the
+# product's spec stack (jsonschema, the component registry: ~14 MB), which a run does not use here.
 _DAGSTER_SIDE = (
     "osiris_dagster.remote.event_relay",
-    "osiris_dagster.remote.launcher",
     "osiris_dagster.remote.bundle",
     "osiris_dagster.remote.compute_logs",
     "osiris_dagster.remote.result_archive",

@@ -62,6 +62,8 @@ from osiris_dagster.secrets import is_secret_key, mask_text, register_secret
 log = logging.getLogger("osiris_dagster.remote.supervisor")
 
 WORKER_MODULE = "osiris_dagster.remote.worker"
+# The launcher's class name, which prefixes its engine events (a test checks it is the class's).
+LAUNCHER_NAME = "E2BRunLauncher"
 _STDERR_TAIL_LINES = 40
 # How long a dropped stream may stay unreattachable while the sandbox says it runs.
 _RECONNECT_BUDGET_S = 300.0
@@ -163,6 +165,8 @@ class RunSpec:
     needs: dict[str, list[str]] | None = None
     # What the sandbox is created with; the reaper lists by it (`sandbox_reaper.sandbox_metadata`).
     sandbox_metadata: dict[str, str] | None = None
+    # The launcher's `job_needs.host_versions()`, for the worker's version check (None: older spec).
+    versions: dict[str, str] | None = None
 
     @classmethod
     def read(cls, path: Path) -> RunSpec:
@@ -179,6 +183,7 @@ class RunSpec:
             launched_at=spec["launched_at"],
             needs=spec.get("needs"),
             sandbox_metadata=spec.get("sandbox_metadata"),
+            versions=spec.get("versions"),
         )
 
 
@@ -443,7 +448,6 @@ class RunSupervisor:
             code_hash,
             instance_template_dir,
         )
-        from osiris_dagster.remote.job_needs import host_versions, requirements_for
         from osiris_dagster.remote.sandbox_pool import WARM_CLIENT
 
         # A pooled sandbox filled with this very code has it imported in its warm worker.
@@ -456,13 +460,22 @@ class RunSupervisor:
             self.project, self.spec.payload, wheel_dir, include_code=not warm, instance_template=template
         )
         _transfer(sandbox.files.write, f"{SANDBOX_DIR}/{BUNDLE_NAME}", bundle)
+        # `job_needs` (and with it the product's spec stack, ~14 MB and 0.2-0.3 s of imports) only
+        # for an older launcher's spec or install_deps: the service need not carry it otherwise.
+        versions = self.spec.versions
+        if versions is None:
+            from osiris_dagster.remote.job_needs import host_versions
+
+            versions = host_versions()
         install = None
         if self.settings.install_deps:
+            from osiris_dagster.remote.job_needs import requirements_for
+
             install = {"requirements": requirements_for(self._needs.modules), "pip_args": list(self.settings.pip_args)}
         worker_spec = {
             "modules": list(self._needs.modules),
             "install": install,
-            "versions": host_versions(),  # the worker refuses to run on a different Dagster / product
+            "versions": versions,  # the worker refuses to run on a different Dagster / product
             "host_project_dir": str(self.project.root),  # where the run's files land: dagster/uri names it
         }
         python = shlex.quote(self.settings.python)
@@ -777,12 +790,11 @@ class RunSupervisor:
             self.instance.report_run_failed(run, mask_text(self._failure_message()))
 
     def _engine_event(self, message: str) -> None:
-        instance = self.instance  # first: it waits for the service's Dagster import (`before_dagster`)
-        from osiris_dagster.remote.launcher import E2BRunLauncher
-
-        run = instance.get_run_by_id(self.run_id)
+        run = self.instance.get_run_by_id(self.run_id)
         if run is not None:
-            self.instance.report_engine_event(message, run, cls=E2BRunLauncher)
+            # What ``report_engine_event(cls=E2BRunLauncher)`` writes (it only prefixes the class's
+            # name), without importing the launcher, and with it the spec stack, into the service.
+            self.instance.report_engine_event(f"[{LAUNCHER_NAME}] {message}", run)
 
 
 def main(argv: list[str]) -> int:

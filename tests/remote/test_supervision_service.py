@@ -287,8 +287,27 @@ def test_launchers_loaded_at_once_make_one_service_which_takes_up_their_runs(pro
 
 
 def test_a_run_supervises_without_importing_dagster_until_its_sandbox_exists() -> None:
-    """The modules a run uses before its worker starts: e2b only, so a fresh service creates the sandbox at once."""
-    from osiris_dagster.remote.supervision_service import _SDK_SIDE
+    """The modules a run uses before its worker starts: e2b only, so a fresh service creates the sandbox at once.
 
-    code = f"import sys\nfor name in {_SDK_SIDE!r}: __import__(name)\nprint('dagster' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+    Nor the product's spec stack (`job_needs`, the launcher): the launcher works the run's needs
+    and versions out and puts them in the spec.
+    """
+    from osiris_dagster.remote.supervision_service import _DAGSTER_SIDE, _SDK_SIDE
+
+    code = (
+        "import sys\n"
+        f"for name in {_SDK_SIDE!r}: __import__(name)\n"
+        "print('dagster' in sys.modules)\n"
+        f"for name in {_DAGSTER_SIDE!r}: __import__(name)\n"
+        "print([m for m in sys.modules if m.startswith(('osiris_dagster.spec', 'osiris_dagster.components'))\n"
+        "       or m in ('osiris_dagster.remote.job_needs', 'osiris_dagster.remote.launcher')])\n"
+    )
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output == "False\n[]\n"
+
+
+def test_the_services_engine_events_read_as_the_launchers() -> None:
+    from osiris_dagster.remote.launcher import E2BRunLauncher
+    from osiris_dagster.remote.supervisor import LAUNCHER_NAME
+
+    assert E2BRunLauncher.__name__ == LAUNCHER_NAME
