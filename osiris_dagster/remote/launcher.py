@@ -46,7 +46,7 @@ from osiris_dagster.remote.run_selection import SelectedPipeline, plan_step_ids
 from osiris_dagster.remote.sandbox_lease import kill_sandbox
 from osiris_dagster.remote.sandbox_reaper import sandbox_metadata
 from osiris_dagster.remote.settings import SandboxSettings
-from osiris_dagster.remote.supervision_client import LauncherPresence, hand_over
+from osiris_dagster.remote.supervision_client import hand_over
 from osiris_dagster.remote.tags import SANDBOX_ID_TAG, SUPERVISOR_PID_TAG
 from osiris_dagster.secrets import mask_text
 
@@ -55,29 +55,23 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
     def __init__(self, inst_data: ConfigurableClassData | None = None, **config: Any) -> None:
         self._inst_data = inst_data
         self.settings = SandboxSettings.from_config(config)
-        self._presence: LauncherPresence | None = None
         super().__init__()
 
     def register_instance(self, instance: Any) -> None:
-        """Dagster loads the launcher here, long before the first launch: start the service now.
+        """Dagster loads the launcher here (before the first launch it makes): start the service now.
 
-        The daemon, the webserver and a code server load it at start-up; the service they start
-        stays up while they live (`supervision_client.LauncherPresence`) and is ready, e2b SDK and
-        Dagster imported, when their first run comes. Off with ``supervision_prewarm: false``.
+        The service started here stays up while this process lives (`supervision_client.prewarm`),
+        e2b SDK and Dagster imported, for the runs to come. The daemon loads the launcher at its
+        first launch (or run it monitors), a code server at every reaper evaluation (every 30 s),
+        `dagster job launch` just before its launch. Off with ``supervision_prewarm: false``.
         """
         super().register_instance(instance)
-        if not self.settings.supervision_prewarm or supervision_client.IN_SERVICE or self._presence is not None:
+        if not self.settings.supervision_prewarm or supervision_client.IN_SERVICE:
             return
         try:
-            self._presence = supervision_client.prewarm(instance.root_directory, self.settings.supervision_idle_s)
+            supervision_client.prewarm(instance.root_directory, self.settings.supervision_idle_s)
         except OSError as error:  # an optimisation: the first launch starts the service otherwise
             logging.getLogger(__name__).warning("could not start the E2B supervision service: %s", error)
-
-    def dispose(self) -> None:
-        if self._presence is not None:
-            self._presence.close()
-            self._presence = None
-        super().dispose()
 
     @property
     def inst_data(self) -> ConfigurableClassData | None:

@@ -10,9 +10,9 @@ service. If no service answers, the launcher writes the spool entry itself and s
 doing so at once start two processes: one wins the service lock, the other waits until the
 winner has taken up every spooled run (or has exited, then it serves itself).
 
-**Resident service** (`LauncherPresence`): a process that loads the launcher (the daemon, the
-webserver, a code server, ``dagster job launch``) starts the service at once, in the background,
-and holds a SHARED ``flock`` on ``e2b/launchers.lock`` while its launcher lives. The service
+**Resident service** (`prewarm`): a process that loads the launcher (the daemon, the webserver,
+a code server, ``dagster job launch``) starts the service at once, in the background, and holds
+a SHARED ``flock`` on ``e2b/launchers.lock`` for the rest of its life. The service
 exits only when it has had no run for ``supervision_idle_s`` AND can take that lock exclusively,
 i.e. no process with a launcher of this home is alive. So the daemon's first launch finds a
 service that is up and has imported the e2b SDK and Dagster (a fresh one is ~2 s from
@@ -34,7 +34,6 @@ import subprocess
 import sys
 import threading
 import time
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,10 @@ IN_SERVICE = False
 # Services started by this process, by home: a launch waits for its own to listen (`hand_over`).
 _started: dict[Path, subprocess.Popen[bytes]] = {}
 _started_guard = threading.Lock()
+# Homes whose ``launchers.lock`` this process holds shared, with the descriptor (never closed:
+# the kernel drops the lock when the process ends, `kill -9` included).
+_presence: dict[Path, int] = {}
+_presence_guard = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ class ServicePaths:
 
     @property
     def launchers(self) -> Path:
-        """flock'ed SHARED by each live process holding a launcher of this home (`LauncherPresence`)."""
+        """flock'ed SHARED by each live process holding a launcher of this home (`prewarm`)."""
         return self.root / "launchers.lock"
 
     @property
@@ -207,52 +210,37 @@ def ping(paths: ServicePaths) -> int | None:
         return None
 
 
-class LauncherPresence:
-    """This process holds a launcher of this home: keeps the home's service resident (see module doc).
+def prewarm(instance_root: str | os.PathLike[str], idle_s: float) -> subprocess.Popen[bytes] | None:
+    """Hold this home's presence lock (for the rest of this process) and make sure a service is up.
 
-    Holds a shared flock on ``e2b/launchers.lock`` until `close` (the launcher's ``dispose``) or
-    garbage collection or the process's death. The descriptor is close-on-exec, so processes this
-    one execs (a service among them) do not inherit the claim.
-    """
-
-    def __init__(self, paths: ServicePaths, fd: int | None, service: subprocess.Popen[bytes] | None) -> None:
-        self.paths = paths
-        self.service = service
-        self._finalizer = weakref.finalize(self, _close_fd, fd) if fd is not None else None
-
-    @property
-    def held(self) -> bool:
-        return self._finalizer is not None and self._finalizer.alive
-
-    def close(self) -> None:
-        if self._finalizer is not None:
-            self._finalizer()
-
-
-def _close_fd(fd: int) -> None:
-    os.close(fd)  # drops the shared lock (the only descriptor of this open file)
-
-
-def prewarm(instance_root: str | os.PathLike[str], idle_s: float) -> LauncherPresence:
-    """Hold this home's presence lock and start its service in the background if none answers.
-
-    Never waits for the service: loading an instance must stay fast. Only a service that is in
-    the middle of exiting can make the shared lock wait (it holds it exclusively while it closes
-    its socket), so after the lock a service either answers the ping or is gone for good.
+    Returns the service started here, or None if one answered. Never waits for the service:
+    loading an instance must stay fast. The lock is held per process, not per launcher object:
+    a code server loads and disposes an instance at every reaper evaluation (every 30 s), and a
+    lock released at each dispose let the service idle out between evaluations and start again
+    at the next. Only a service in the middle of exiting can make the shared lock wait (it holds
+    it exclusively while it closes its socket), so after the lock a service either answers the
+    ping or is gone for good.
     """
     paths = ServicePaths.for_home(instance_root)
     paths.root.mkdir(parents=True, exist_ok=True)
-    fd: int | None = os.open(paths.launchers, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    with _presence_guard:
+        if paths.root not in _presence:
+            fd = _hold_presence(paths)
+            if fd is not None:
+                _presence[paths.root] = fd
+    return None if ping(paths) is not None else start_service(paths, idle_s)
+
+
+def _hold_presence(paths: ServicePaths) -> int | None:
+    """A shared flock on ``launchers.lock``; close-on-exec, so nothing this process execs inherits it."""
+    fd = os.open(paths.launchers, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     deadline = time.monotonic() + _PRESENCE_WAIT_S
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            break
+            return fd
         except BlockingIOError:
             if time.monotonic() > deadline:  # cannot happen with a live service; do without
-                os.close(fd)  # type: ignore[arg-type]
-                fd = None
-                break
+                os.close(fd)
+                return None
             time.sleep(0.01)
-    service = None if ping(paths) is not None else start_service(paths, idle_s)
-    return LauncherPresence(paths, fd, service)

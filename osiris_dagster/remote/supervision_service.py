@@ -19,7 +19,7 @@ Dagster import (~140 MB each); here they are paid once, and each run costs a thr
   finds no service writes the spool entry itself and starts one; the service rescans the spool
   every half second, so such runs are taken up whichever service holds the lock.
 * **Idle exit**: with no run for ``--idle-s`` seconds AND no live launcher of this home (it can
-  take ``e2b/launchers.lock`` exclusively: `supervision_client.LauncherPresence`) it stops
+  take ``e2b/launchers.lock`` exclusively: `supervision_client.prewarm`) it stops
   listening and exits. It keeps that lock while it closes the socket, so a launcher loading
   meanwhile waits and then finds no service (and starts one), never a service about to vanish.
 * **Warm-up**: once listening, a thread imports what supervising needs — the e2b SDK and the

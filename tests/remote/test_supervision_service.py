@@ -205,8 +205,10 @@ _HOLDER = """
 import sys, time
 from dagster import DagsterInstance
 
-instance = DagsterInstance.from_config(sys.argv[1])
-instance.run_launcher  # Dagster loads the launcher here (the daemon at its first tick, a webserver at a launch)
+# Loaded and disposed at once, as a code server does at each reaper evaluation: the claim is the
+# process's, so the service stays while the process lives, not while one instance does.
+with DagsterInstance.from_config(sys.argv[1]) as instance:
+    instance.run_launcher  # Dagster loads the launcher here (register_instance)
 print("loaded", flush=True)
 time.sleep(float(sys.argv[2]))
 """
