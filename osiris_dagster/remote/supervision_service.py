@@ -29,7 +29,7 @@ Dagster import (~140 MB each); here they are paid once, and each run costs a thr
   they use it (`_WarmUp`) rather than import it themselves: Dagster's storage package has import
   cycles, and two threads importing it at once fail ("partially initialized module"), as three
   runs handed to a fresh service at once did. Measured on the 2-core dev box (idle): interpreter
-  + this module ~0.1 s; e2b SDK 0.4-1.1 s; Dagster 0.6-2 s; storage 0.1-0.6 s.
+  + this module ~0.1 s; e2b SDK 0.4-1.1 s; Dagster 0.6-2 s; storage modules ~0.1 s.
 
 Each run's records go to its own ``supervisor.log`` (`supervision_logs`); the service's own to
 ``e2b/service.log``.
@@ -273,12 +273,16 @@ class _WarmUp:
             for name in _DAGSTER_SIDE:
                 importlib.import_module(name)
             dagster = time.perf_counter()
-            from dagster import DagsterInstance
             from dagster._core.instance.ref import InstanceRef
 
-            # Constructed once and let go: loads the storage's lazily imported parts (SQLAlchemy
-            # dialect, schema checks) that every run's own instance would otherwise load first.
-            DagsterInstance.from_ref(InstanceRef.from_dir(str(dagster_home))).dispose()
+            # This home's storage classes, imported, not constructed: constructing an instance
+            # creates a fresh home's sqlite schema, and several processes doing that at once
+            # race in Dagster's own alembic stamping ("more than one head").
+            ref = InstanceRef.from_dir(str(dagster_home))
+            for data in (ref.storage_data, ref.run_storage_data, ref.event_storage_data, ref.compute_logs_data):
+                if data is not None:
+                    importlib.import_module(data.module_name)
+            importlib.import_module("alembic.command")  # what a storage's schema check loads
         except Exception as error:  # an optimisation only: a run imports what it needs itself
             log.warning("warm-up: %s", mask_text(f"{type(error).__name__}: {error}"))
             return

@@ -106,6 +106,7 @@ def test_kill_9_of_the_service_with_three_runs_in_flight_resumes_each_through_ru
 ) -> None:
     started, env = daemon
     add_slow_pipeline(project)
+    instance_for(env).dispose()  # the storage exists before the racing launches (Dagster's own schema race)
     started.start()
     run_ids = _launch_at_once(project, env, 3, job="slow_count")
     instance = instance_for(env)
