@@ -16,7 +16,7 @@ from dagster import DagsterEventType, DagsterRunStatus
 from osiris_dagster.remote.settings import SandboxConfigError, SandboxSettings
 from osiris_dagster.sandbox_server import LocalSandboxServer
 from tests.conftest import dagster_bin
-from tests.remote.conftest import dagster_launch, instance_for, wait_for_run
+from tests.remote.conftest import bytes_containing, dagster_launch, instance_for, wait_for_run
 
 pytestmark = pytest.mark.sandbox
 
@@ -44,7 +44,13 @@ def test_default_template_without_dagster_fails_at_launch_naming_the_build_comma
     assert "osiris-dagster e2b template build --name osiris-dagster" in messages, messages
     assert "template: osiris-dagster" in messages
     assert "e2b_not_a_real_key" not in messages
-    assert not (Path(env["DAGSTER_HOME"]) / "e2b").exists() or not any((Path(env["DAGSTER_HOME"]) / "e2b").iterdir())
+    # Nothing of the run was written: no run folder, nothing spooled (the resident supervision
+    # service, started when the launcher loaded, keeps its own files there), no key anywhere.
+    e2b = Path(env["DAGSTER_HOME"]) / "e2b"
+    run_folders = [p.name for p in e2b.iterdir() if p.is_dir() and p.name != "spool"] if e2b.exists() else []
+    assert run_folders == []
+    assert not (e2b / "spool").exists() or not any((e2b / "spool").iterdir())
+    assert bytes_containing("e2b_not_a_real_key", Path(env["DAGSTER_HOME"])) == []
 
 
 def test_cloud_backend_refuses_a_loopback_connection_host_at_launch(  # type: ignore[no-untyped-def]
