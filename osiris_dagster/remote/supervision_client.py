@@ -50,7 +50,8 @@ _LISTEN_WAIT_S = 5.0
 _PRESENCE_WAIT_S = 5.0
 # True inside the service process: its own Dagster instance must not count as a launcher.
 IN_SERVICE = False
-# Services started by this process, by home: a launch waits for its own to listen (`hand_over`).
+# Services this process's prewarm started, by home, until one answers: a launch waits for such a
+# service to listen (`hand_over`). Not those a launch starts for a run it spooled: nobody waits.
 _started: dict[Path, subprocess.Popen[bytes]] = {}
 _started_guard = threading.Lock()
 # Homes whose ``launchers.lock`` this process holds shared, with the descriptor (never closed:
@@ -117,11 +118,11 @@ def hand_over(
     paths.root.mkdir(parents=True, exist_ok=True)
     message = json.dumps({"run_dir": str(run_dir), "resume": resume, "env": env or {}}).encode() + b"\n"
     try:
-        return int(_exchange(paths.address, message)["pid"])
+        return _answered(paths, _exchange(paths.address, message))
     except (OSError, ValueError, KeyError):  # no service listening (or it is exiting)
         pass
-    # A service this process started (at launcher load, or for an earlier launch) that is not
-    # listening yet: wait for it — or for the service it gave way to — rather than spool the run
+    # A service this process's prewarm started (at launcher load) that has not answered yet: wait
+    # for it to listen — or for the service it gave way to — rather than spool the run
     # and start another one. That fallback works too, but its run is tagged with the pid of a
     # service that then exits, until the winner's spool pick-up re-tags it: a race the tag can lose.
     started = _started.get(paths.root)
@@ -132,7 +133,7 @@ def hand_over(
         crashed = started.poll() not in (None, 0)
         time.sleep(0.01)
         try:
-            return int(_exchange(paths.address, message)["pid"])
+            return _answered(paths, _exchange(paths.address, message))
         except (OSError, ValueError, KeyError):
             if crashed:
                 break
@@ -140,6 +141,17 @@ def hand_over(
     # environment, which is this process's (the spool never holds a value).
     spool_run(paths, run_dir, resume)
     return start_service(paths, idle_s, fresh_run=None if resume else run_dir.name).pid
+
+
+def _answered(paths: ServicePaths, reply: dict[str, Any]) -> int:
+    """A service answered: the one this process started is up (or gave way), no longer waited for.
+
+    Forgetting it matters: a service that later idles out exits 0 too, and a launch must not take
+    that for "gave way to another" and wait for a listener that will never come.
+    """
+    with _started_guard:
+        _started.pop(paths.root, None)
+    return int(reply["pid"])
 
 
 def spool_run(paths: ServicePaths, run_dir: Path, resume: bool) -> None:
@@ -197,15 +209,13 @@ def start_service(paths: ServicePaths, idle_s: float, fresh_run: str | None = No
         )
     # Reap it when it ends (the launching process may live on, e.g. the daemon).
     threading.Thread(target=process.wait, name=f"reap-supervision-{process.pid}", daemon=True).start()
-    with _started_guard:
-        _started[paths.root] = process
     return process
 
 
 def ping(paths: ServicePaths) -> int | None:
     """The pid of this home's listening service, or None if none answers."""
     try:
-        return int(_exchange(paths.address, b'{"ping": true}\n')["pid"])
+        return _answered(paths, _exchange(paths.address, b'{"ping": true}\n'))
     except (OSError, ValueError, KeyError, HandOverError):
         return None
 
@@ -228,7 +238,12 @@ def prewarm(instance_root: str | os.PathLike[str], idle_s: float) -> subprocess.
             fd = _hold_presence(paths)
             if fd is not None:
                 _presence[paths.root] = fd
-    return None if ping(paths) is not None else start_service(paths, idle_s)
+    if ping(paths) is not None:
+        return None
+    process = start_service(paths, idle_s)
+    with _started_guard:  # the launch to come waits for it to listen (`hand_over`)
+        _started[paths.root] = process
+    return process
 
 
 def _hold_presence(paths: ServicePaths) -> int | None:
