@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -620,15 +621,43 @@ def _postgres_engine(url: str, token_provider: Any) -> db.Engine:
 
     with _POSTGRES_ENGINES_LOCK:
         if url not in _POSTGRES_ENGINES:
-            _POSTGRES_ENGINES[url] = create_pg_engine(
-                url,
-                token_provider,
-                pool_size=2,
-                max_overflow=8,
-                pool_recycle=600,
-                pool_pre_ping=True,  # a connection the server dropped while runs were quiet is replaced
-            )
+            engine = create_pg_engine(url, token_provider, pool_size=2, max_overflow=8, pool_recycle=600)
+            db.event.listen(engine, "checkin", _note_idle)
+            db.event.listen(engine, "checkout", _ping_if_idle)
+            _POSTGRES_ENGINES[url] = engine
         return _POSTGRES_ENGINES[url]
+
+
+# A pooled connection idle longer than this is pinged before a batch uses it (`_ping_if_idle`).
+IDLE_PING_SECONDS = 10.0
+
+
+def _note_idle(_dbapi_connection: Any, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """Replace a pooled connection the server dropped while runs were quiet, before a batch uses it.
+
+    SQLAlchemy's ``pool_pre_ping`` pings on every checkout: a round trip per batch, of the three or
+    four a batch of the 1-in-10 mix needs (``bench/relay.py``). A connection that was handed back
+    moments ago is alive; one idle for a while is pinged, and one that does not answer is
+    discarded (``DisconnectionError``: the pool connects anew, up to three times). A connection
+    dropped within seconds of its last batch fails the next batch's first statement, before
+    anything is committed: SQLAlchemy then discards the pool's connections, and the supervisor
+    reattaches and stores the batch again from the cursor, as after any dropped stream.
+    """
+    idle_since = record.info.get("idle_since")
+    if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT 1")
+        finally:
+            cursor.close()
+    except Exception as error:  # whatever the driver raises for a dead connection
+        raise db.exc.DisconnectionError(f"pooled PostgreSQL connection is gone: {error}") from error
 
 
 def _dispose_all(engines: dict[str, db.Engine]) -> None:

@@ -453,3 +453,36 @@ def test_a_run_never_reads_success_before_its_run_success_event(storage: str, ru
     assert seen[-1] == ("SUCCESS", True)
     assert ("STARTED", False) in seen  # the reader looked while the run was running
     assert [state for state in seen if state[0] == "SUCCESS"] == [("SUCCESS", True)] * seen.count(("SUCCESS", True))
+
+
+def test_a_relay_outlives_postgres_dropping_its_pooled_connections(
+    runs: list[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The relay keeps PostgreSQL connections in a pool between batches; a server that drops them
+    (a restart, an idle timeout) while a run is quiet costs the run nothing."""
+    import psycopg
+
+    from osiris_dagster.remote import event_batches
+    from tests.remote.relay_streams import PG_ADMIN
+
+    monkeypatch.setattr(event_batches, "IDLE_PING_SECONDS", 0.0)  # every pooled connection counts as idle
+    run_id = str(uuid.uuid4())
+    stream = relay_stream(runs, run_id, repeat=1)
+    with instance("postgres", tmp_path / "host") as target:
+        launched(target, run_id)
+        relay = EventRelay(target, run_id, tmp_path / "cursor")
+        lines = worker_lines(stream).splitlines(keepends=True)
+        half = len(lines) // 2
+        relay.feed("".join(lines[:half]))
+        database = db.engine.make_url(target.event_log_storage.postgres_url).database  # type: ignore[attr-defined]
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            dropped = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s", (database,)
+            ).fetchone()
+        assert dropped is not None and dropped[0] >= 1  # the relay's pooled connection
+        relay.feed("".join(lines[half:]))
+        relay.close()
+        relay.release_held()
+
+        assert len(target.all_logs(run_id)) == len(stream) + 1  # and RUN_STARTING
+        assert target.get_run_by_id(run_id).status == DagsterRunStatus.SUCCESS  # type: ignore[union-attr]
