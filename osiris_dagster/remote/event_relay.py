@@ -72,6 +72,8 @@ class EventRelay:
         self.events_stored = 0
         # (seq, entry) of the run's terminal event, stored by `release_held`.
         self.held: tuple[int, EventLogEntry] | None = None
+        # Lines past a held terminal event that a previous relay stored (`reconcile`): not again.
+        self._stored_past_held: set[int] = set()
         self.exit_code: int | None = None
 
     # -- input ---------------------------------------------------------------------
@@ -125,6 +127,11 @@ class EventRelay:
                 self.catch_up()  # fills the gap, and more: the log holds all the stream has printed
                 self._handle(lines[index:], from_log=False)
                 return
+            if parsed.kind == protocol.EVENT and parsed.seq in self._stored_past_held:
+                self._store(batch)
+                batch = []
+                self._advance(parsed.seq)
+                continue
             if parsed.kind == protocol.EVENT:
                 masked = mask_text(parsed.payload)
                 plain = PlainEvent.parse(masked)
@@ -184,12 +191,18 @@ class EventRelay:
         A batch is committed before the cursor file is written, so a crash in between leaves the
         host ahead of the cursor by at most one batch (a prefix of the lines after the cursor). An
         event is identified by (timestamp, type, message), set in the sandbox and never by the host.
+
+        The cursor never passes a held terminal event, but the events printed after it are stored
+        as they come: a relay that died before releasing it leaves them stored past the cursor,
+        behind the terminal event, which is not stored. So an unstored terminal event does not end
+        the prefix: the stored events after it are remembered and skipped when the log is replayed.
         """
         if self._read_log is None:
             return
         records = self._instance.get_records_for_run(self._run_id, ascending=False, limit=_RECONCILE_WINDOW).records
         stored = {_identity(record.event_log_entry) for record in records}
         found: list[EventLogEntry] = []
+        past_terminal = False
         text = self._read_log()
         for line in text[: text.rfind("\n") + 1].split("\n")[:-1]:
             parsed = protocol.parse_line(line)
@@ -199,9 +212,15 @@ class EventRelay:
                 break  # controls are re-handled harmlessly; an event after one would have been stored later
             entry = deserialize_value(mask_text(parsed.payload), EventLogEntry)
             if _identity(entry) not in stored:
+                if entry.dagster_event_type in TERMINAL_EVENTS and not past_terminal:
+                    past_terminal = True  # held when the relay died: stored only at its release
+                    continue
                 break
             found.append(entry)
-            self._advance(parsed.seq)
+            if past_terminal:
+                self._stored_past_held.add(parsed.seq)
+            else:
+                self._advance(parsed.seq)
         # The events were committed; a run-status event's run row maybe not (SQLite: a database of its own).
         self._writer.restore_run_effects(found)
 

@@ -12,6 +12,8 @@ way to land a ``kill -9`` inside a batch, which a timed kill from outside hits o
 * ``mid-batch:N``: the Nth commit of a batch's transaction is about to happen (on SQLite, the
   index shard or ``runs.db`` is committed and the run shard is not; on PostgreSQL, nothing is);
 * ``before-cursor:N``: the Nth batch is committed, its cursor not yet written;
+* ``before-release``: every line is handled, the terminal event is held and the events after it
+  in the stream are stored: the supervisor dies before the copy-back ends;
 * ``terminal-run-row``: the run row of the released terminal event is about to be committed (on
   SQLite, the event is committed in its shard and the index shard; on PostgreSQL, nothing is).
 """
@@ -78,6 +80,13 @@ def _arm(die_at: str) -> None:
 
         EventRelay.release_held = release  # type: ignore[method-assign]
         db.event.listen(db.engine.Engine, "commit", on_run_row_commit)
+    elif where == "before-release":
+
+        def release(self: EventRelay) -> bool:
+            _die()
+            return False
+
+        EventRelay.release_held = release  # type: ignore[method-assign]
     else:
         raise SystemExit(f"unknown die-at point {die_at!r}")
 
