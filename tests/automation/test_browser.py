@@ -20,8 +20,6 @@ import os
 import re
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -33,7 +31,7 @@ from osiris_dagster.session.catalogue import validator
 from osiris_dagster.session.reader import SessionRecord
 from tests.automation.test_one_executor import step_processes
 from tests.conftest import REPO
-from tests.e2e.test_dagster_dev import free_port, graphql
+from tests.e2e.test_dagster_dev import graphql, start_ui
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -157,17 +155,8 @@ def test_materialize_all_in_the_catalog_runs_in_process_and_leaves_a_complete_se
         "SUPABASE_SERVICE_ROLE_KEY": "browser-test-service-role-key",
         "SUPABASE_PG_DSN": f"postgresql://postgres@127.0.0.1:5432/{postgres_database}",
     }
-    port = free_port()
+    ui, port, log = start_ui(project, env)
     base = f"http://127.0.0.1:{port}"
-    log = project / "ui.log"
-    with log.open("w") as output:
-        ui = subprocess.Popen(
-            [sys.executable, "-m", "osiris_dagster.cli", "ui", "--port", str(port)],
-            cwd=project,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
     try:
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline:

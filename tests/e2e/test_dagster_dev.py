@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -28,6 +29,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def start_ui(project: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """`osiris-dagster ui` on a free port, as a user starts it; returns (process, port, its log)."""
+    port = free_port()
+    log = project / "ui.log"
+    with log.open("w") as output:
+        ui = subprocess.Popen(
+            [sys.executable, "-m", "osiris_dagster.cli", "ui", "--port", str(port)],
+            cwd=project,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    return ui, port, log
 
 
 def graphql(port: int, query: str) -> dict:

@@ -14,13 +14,12 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_dagster_dev import free_port, graphql
+from tests.e2e.test_dagster_dev import graphql, start_ui
 
 EXIT_WITHIN_SECONDS = 10
 ORPHAN_DEADLINE_SECONDS = 60  # dagster dev's own shutdown, measured 12-16 s on a loaded 2-core machine
@@ -108,16 +107,7 @@ def test_ui_exits_within_10_seconds_of_a_stop_signal_and_leaves_no_process(
 ) -> None:
     home = Path(clean_env["DAGSTER_HOME"])
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    port = free_port()
-    log = project / "ui.log"
-    with log.open("w") as output:
-        ui = subprocess.Popen(
-            [sys.executable, "-m", "osiris_dagster.cli", "ui", "--port", str(port)],
-            cwd=project,
-            env=clean_env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+    ui, port, log = start_ui(project, clean_env)
     try:
         wait_for("the assets in the UI", lambda: graphql(port, "{ assetNodes { id } }")["data"]["assetNodes"], ui, log)
         (location,) = [e["name"] for e in graphql(port, LOCATIONS)["data"]["workspaceOrError"]["locationEntries"]]

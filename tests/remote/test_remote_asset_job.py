@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from osiris_dagster.sandbox_server import LocalSandboxServer
 from osiris_dagster.session.catalogue import catalogue, validator
 from osiris_dagster.session.reader import SessionRecord
 from tests.conftest import connect_mariadb, run_cli
-from tests.e2e.test_dagster_dev import free_port, graphql
+from tests.e2e.test_dagster_dev import graphql, start_ui
 from tests.e2e.test_ui_shutdown import graphql_vars
 from tests.remote.conftest import instance_for
 
@@ -68,16 +67,7 @@ def test_materialize_all_of_a_mariadb_group_runs_remotely_on_mariadb(  # type: i
         expected_names = [row[0] for row in cursor.fetchall()]
     env = {**env, "OSIRIS_PARAM_MOVIES_DB": "mysql.movies", "MYSQL_DATABASE": mariadb_database}
 
-    port = free_port()
-    log = project / "ui.log"
-    with log.open("w") as output:
-        ui = subprocess.Popen(
-            [sys.executable, "-m", "osiris_dagster.cli", "ui", "--port", str(port)],
-            cwd=project,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+    ui, port, log = start_ui(project, env)
     try:
         nodes = _wait(lambda: graphql(port, ASSETS)["data"]["assetNodes"], "the assets in the UI", ui, log, 150)
         (location,) = [e["name"] for e in graphql(port, LOCATIONS)["data"]["workspaceOrError"]["locationEntries"]]
