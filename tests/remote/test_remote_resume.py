@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,6 +23,7 @@ from e2b import Sandbox
 
 from osiris_dagster.remote.result_archive import output_paths
 from osiris_dagster.remote.tags import SANDBOX_ID_TAG, SUPERVISOR_PID_TAG
+from osiris_dagster.sandbox_server import LocalSandboxServer
 from osiris_dagster.session.parity import compare_sessions
 from osiris_dagster.session.reader import SessionRecord
 from tests.conftest import REPO
@@ -32,6 +34,7 @@ from tests.remote.conftest import (
     instance_for,
     wait_for_event,
     wait_for_run,
+    write_instance_config,
 )
 
 pytestmark = pytest.mark.sandbox
@@ -147,10 +150,20 @@ def test_a_run_that_reads_success_has_its_outputs_and_complete_session(project: 
     ]
 
 
-def test_runs_succeed_through_dropped_streams_and_transfers_with_no_event_lost_or_doubled(  # type: ignore[no-untyped-def]
-    tmp_path: Path, project: Path, remote_home, sandbox_server
+def test_runs_succeed_through_dropped_streams_and_transfers_with_no_event_lost_or_doubled(
+    tmp_path: Path, project: Path, clean_env: dict[str, str]
 ) -> None:
-    _, env = remote_home()
+    # A server of its own: a fault plan drops the next transfers of ANY sandbox of its server, and
+    # in the whole suite the shared server's other sandboxes (earlier tests' runs, still copying
+    # back or being reaped) took the file drops meant for this run.
+    with LocalSandboxServer(
+        port=0, base_dir=tmp_path / "sandboxes", extra_path=[str(Path(sys.executable).parent)]
+    ) as server:
+        write_instance_config(Path(clean_env["DAGSTER_HOME"]), server)
+        _through_faults(tmp_path, project, clean_env, server)
+
+
+def _through_faults(tmp_path: Path, project: Path, env: dict[str, str], sandbox_server: LocalSandboxServer) -> None:
     local_project = tmp_path / "local"
     local_project.mkdir()
     for name in ("assets", "resources"):
