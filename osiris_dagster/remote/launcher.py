@@ -42,7 +42,7 @@ from osiris_dagster.project import PROJECT_DIR_ENV
 from osiris_dagster.remote import run_lock, supervision_client
 from osiris_dagster.remote.job_needs import host_versions
 from osiris_dagster.remote.run_files import RunFiles
-from osiris_dagster.remote.run_selection import SelectedPipeline, plan_step_ids
+from osiris_dagster.remote.run_selection import SelectedPipeline, load_selection, plan_step_ids
 from osiris_dagster.remote.sandbox_lease import kill_sandbox
 from osiris_dagster.remote.sandbox_reaper import sandbox_metadata
 from osiris_dagster.remote.settings import SandboxSettings
@@ -317,7 +317,6 @@ def _load_selection(run: DagsterRun, step_ids: Mapping[str, list[str]]) -> list[
     A project that does not load fails the run in the sandbox, with the same message as locally.
     """
     from osiris_dagster.project import ProjectLayout
-    from osiris_dagster.remote.run_selection import load_selection
 
     try:
         return load_selection(ProjectLayout.discover(_project_dir(run)), step_ids)
