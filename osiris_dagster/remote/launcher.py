@@ -38,9 +38,9 @@ from dagster._core.launcher.base import (
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
-from osiris_dagster.project import PROJECT_DIR_ENV
+from osiris_dagster.project import PROJECT_DIR_ENV, ProjectLayout
 from osiris_dagster.remote import run_lock, supervision_client
-from osiris_dagster.remote.job_needs import host_versions
+from osiris_dagster.remote.job_needs import host_versions, job_needs, loopback_connections, writes_outside_project
 from osiris_dagster.remote.run_files import RunFiles
 from osiris_dagster.remote.run_selection import SelectedPipeline, load_selection, plan_step_ids
 from osiris_dagster.remote.sandbox_lease import kill_sandbox
@@ -48,7 +48,7 @@ from osiris_dagster.remote.sandbox_reaper import sandbox_metadata
 from osiris_dagster.remote.settings import SandboxSettings
 from osiris_dagster.remote.supervision_client import hand_over
 from osiris_dagster.remote.tags import SANDBOX_ID_TAG, SUPERVISOR_PID_TAG
-from osiris_dagster.secrets import mask_text
+from osiris_dagster.secrets import is_secret_key, mask_text, registered_secrets
 
 
 class E2BRunLauncher(RunLauncher, ConfigurableClass):
@@ -143,11 +143,12 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
         # The steps this run executes, by pipeline: a run of `__ASSET_JOB` (the UI's Materialize) has no
         # pipeline's name, so every check below goes by the plan, not by the job's name.
         step_ids = plan_step_ids(plan_snapshot, run.job_name)
-        selection = _load_selection(run, step_ids)
+        project = ProjectLayout.discover(_project_dir(run))
+        selection = _load_selection(project, step_ids)
         _refuse_incremental_steps(selection)
-        _refuse_writes_outside_project(run, selection)
+        _refuse_writes_outside_project(run, project, selection)
         if self.settings.backend == "e2b":
-            _refuse_loopback_connections(run, selection)
+            _refuse_loopback_connections(run, project, selection)
         files = RunFiles.for_run(instance.root_directory, run.run_id)
         files.root.mkdir(parents=True, exist_ok=True)
         spec = {
@@ -162,8 +163,8 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
             },
             "settings": self.settings.to_json(),
             "instance_ref": serialize_value(instance.get_ref()),
-            "project_dir": str(_project_dir(run)),
-            "needs": _needs_spec(run, selection, self.settings),
+            "project_dir": str(project.root),
+            "needs": _needs_spec(run, project, selection, self.settings),
             "sandbox_metadata": sandbox_metadata(run.run_id, instance.run_storage.get_run_storage_id()),
             # Read here, where the spec stack is loaded anyway: the supervision service need not load it.
             "versions": host_versions(),
@@ -311,30 +312,26 @@ def _refuse_default_template(settings: SandboxSettings) -> None:
         )
 
 
-def _load_selection(run: DagsterRun, step_ids: Mapping[str, list[str]]) -> list[SelectedPipeline] | None:
+def _load_selection(project: ProjectLayout, step_ids: Mapping[str, list[str]]) -> list[SelectedPipeline] | None:
     """The run's pipelines and steps, loaded once for every check; None if the project does not load.
 
     A project that does not load fails the run in the sandbox, with the same message as locally.
     """
-    from osiris_dagster.project import ProjectLayout
-
     try:
-        return load_selection(ProjectLayout.discover(_project_dir(run)), step_ids)
+        return load_selection(project, step_ids)
     except Exception:
         return None
 
 
-def _refuse_loopback_connections(run: DagsterRun, selection: list[SelectedPipeline] | None) -> None:
+def _refuse_loopback_connections(
+    run: DagsterRun, project: ProjectLayout, selection: list[SelectedPipeline] | None
+) -> None:
     """In E2B's cloud, 127.0.0.1/localhost is the sandbox itself: fail the launch, naming the connection."""
-    from osiris_dagster.project import ProjectLayout
-    from osiris_dagster.remote.job_needs import loopback_connections
 
     if selection is None:
         return
     try:
-        found = loopback_connections(
-            ProjectLayout.discover(_project_dir(run)), selection, _run_params(run.run_config), os.environ
-        )
+        found = loopback_connections(project, selection, _run_params(run.run_config), os.environ)
     except Exception:  # a broken pipeline fails in the sandbox with its own message
         return
     if found:
@@ -374,21 +371,19 @@ def _refuse_incremental_steps(selection: list[SelectedPipeline] | None) -> None:
             )
 
 
-def _refuse_writes_outside_project(run: DagsterRun, selection: list[SelectedPipeline] | None) -> None:
+def _refuse_writes_outside_project(
+    run: DagsterRun, project: ProjectLayout, selection: list[SelectedPipeline] | None
+) -> None:
     """Fail the launch of a run writing under an ``output_roots`` folder outside the project.
 
     The sandbox writes into its copy of the project and only the project comes back, so the
     file would silently never reach the host's folder (``job_needs.writes_outside_project``).
     """
-    from osiris_dagster.project import ProjectLayout
-    from osiris_dagster.remote.job_needs import writes_outside_project
 
     if selection is None:
         return
     try:
-        found = writes_outside_project(
-            ProjectLayout.discover(_project_dir(run)), selection, _run_params(run.run_config), os.environ
-        )
+        found = writes_outside_project(project, selection, _run_params(run.run_config), os.environ)
     except Exception:  # a broken pipeline fails in the sandbox with its own message
         return
     if found:
@@ -401,7 +396,7 @@ def _refuse_writes_outside_project(run: DagsterRun, selection: list[SelectedPipe
 
 
 def _needs_spec(
-    run: DagsterRun, selection: list[SelectedPipeline] | None, settings: SandboxSettings
+    run: DagsterRun, project: ProjectLayout, selection: list[SelectedPipeline] | None, settings: SandboxSettings
 ) -> dict[str, list[str]] | None:
     """The variable NAMES and modules the run needs (`job_needs`), worked out here, not in the supervisor.
 
@@ -413,12 +408,8 @@ def _needs_spec(
     if selection is None:
         return None
     try:
-        from osiris_dagster.project import ProjectLayout
-        from osiris_dagster.remote.job_needs import job_needs
-        from osiris_dagster.secrets import is_secret_key, registered_secrets
-
         needs = job_needs(
-            ProjectLayout.discover(_project_dir(run)),
+            project,
             selection,
             _run_params(run.run_config),
             passthrough=settings.env_passthrough,
