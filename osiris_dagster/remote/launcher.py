@@ -45,7 +45,7 @@ from osiris_dagster.remote.run_files import RunFiles
 from osiris_dagster.remote.run_selection import SelectedPipeline, load_selection, plan_step_ids
 from osiris_dagster.remote.sandbox_lease import kill_sandbox
 from osiris_dagster.remote.sandbox_reaper import sandbox_metadata
-from osiris_dagster.remote.settings import SandboxSettings
+from osiris_dagster.remote.settings import SDK_ENV, SandboxSettings
 from osiris_dagster.remote.supervision_client import hand_over
 from osiris_dagster.remote.tags import SANDBOX_ID_TAG, SUPERVISOR_PID_TAG
 from osiris_dagster.secrets import is_secret_key, mask_text, registered_secrets
@@ -182,8 +182,13 @@ class E2BRunLauncher(RunLauncher, ConfigurableClass):
         )
 
     def _hand_over(self, files: RunFiles, needs: dict[str, list[str]] | None, *, resume: bool) -> int:
-        """Give the run to the service; the values of its variables come from THIS process's environment."""
-        env = {name: os.environ[name] for name in (needs or {}).get("env_names", []) if name in os.environ}
+        """Give the run to the service; the values of its variables come from THIS process's environment.
+
+        The SDK's own settings (API key, domain, server URL) travel too: the service takes them from
+        the launching process only (`settings.SDK_ENV`).
+        """
+        names = [*(needs or {}).get("env_names", []), *SDK_ENV]
+        env = {name: os.environ[name] for name in names if name in os.environ}
         return hand_over(
             self._instance.root_directory,
             files.root,

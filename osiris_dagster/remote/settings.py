@@ -33,7 +33,12 @@ SANDBOX_SERVER_ENV = "OSIRIS_SANDBOX_SERVER"
 # The SDK settings it deprecates: refused, naming what replaces them.
 DEPRECATED_SETTINGS = ("api_url", "sandbox_url")
 DEPRECATED_ENV = ("E2B_API_URL", "E2B_SANDBOX_URL")
-# The local sandbox server accepts any key; this is the one it documents.
+# Every variable `sdk_kwargs` reads. A run's supervisor takes them from the process that launched
+# the run, never from the resident service's own environment: that is whoever started the service,
+# maybe hours ago, and would keep an API key rotated since (or a server URL changed since) alive
+# for as long as any daemon, webserver or code server lives.
+SDK_ENV = (E2B_API_KEY_ENV, E2B_DOMAIN_ENV, SANDBOX_SERVER_ENV, *DEPRECATED_ENV)
+# The local sandbox server accepts any key unless told otherwise; this is the one it documents.
 LOCAL_API_KEY = "e2b_local_sandbox"
 
 

@@ -18,6 +18,11 @@ Dagster import (~140 MB each); here they are paid once, and each run costs a thr
   (the next service picks it up when it starts, resuming from the run's state). A launcher that
   finds no service writes the spool entry itself and starts one; the service rescans the spool
   every half second, so such runs are taken up whichever service holds the lock.
+* **Environment**: a handed-over run's variables (connections, ``OSIRIS_PARAM_*``) and the SDK's
+  settings (`settings.SDK_ENV`: API key, domain, server URL) are the launching process's, sent
+  with the hand-over; the service's own SDK settings never apply to it, so a rotated key or a
+  moved server takes effect at the next launch although the service lives on. A run taken from
+  the spool has only the service's environment (that of the process that started it).
 * **Idle exit**: with no run for ``--idle-s`` seconds AND no live launcher of this home (it can
   take ``e2b/launchers.lock`` exclusively: `supervision_client.prewarm`) it stops
   listening and exits. It keeps that lock while it closes the socket, so a launcher loading
@@ -47,12 +52,14 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from osiris_dagster.remote import run_lock, supervision_client, supervision_logs
 from osiris_dagster.remote.run_files import RunFiles
 from osiris_dagster.remote.run_lock import RunLock
+from osiris_dagster.remote.settings import SDK_ENV
 from osiris_dagster.remote.supervision_client import ServicePaths, read_line, spool_run
 from osiris_dagster.secrets import mask_text
 
@@ -205,9 +212,9 @@ class SupervisionService:
                 run_dir.name,
                 " (resuming)" if resume else " (launched with this service)" if fresh else "",
             )
-            self._supervise(run_dir, resume, {}, from_spool=not fresh)
+            self._supervise(run_dir, resume, None, from_spool=not fresh)
 
-    def _supervise(self, run_dir: Path, resume: bool, env: dict[str, str], *, from_spool: bool) -> None:
+    def _supervise(self, run_dir: Path, resume: bool, env: dict[str, str] | None, *, from_spool: bool) -> None:
         """Take the run's lock and start its thread; a run already supervised is left alone."""
         files = RunFiles(run_dir)
         lock = RunLock.try_acquire(files.supervision_lock)
@@ -221,7 +228,7 @@ class SupervisionService:
         )
         thread.start()
 
-    def _run(self, files: RunFiles, resume: bool, env: dict[str, str], lock: RunLock, from_spool: bool) -> None:
+    def _run(self, files: RunFiles, resume: bool, env: dict[str, str] | None, lock: RunLock, from_spool: bool) -> None:
         try:
             with supervision_logs.bound_to(files.log):
                 try:
@@ -231,7 +238,7 @@ class SupervisionService:
                     supervisor = RunSupervisor(
                         RunSpec.read(files.spec),
                         files,
-                        environ={**os.environ, **env},
+                        environ=run_environ(os.environ, env),
                         before_dagster=self._warm_up.dagster.wait,
                     )
                     try:
@@ -320,6 +327,18 @@ def _worker_started(files: RunFiles) -> bool:
         return json.loads(files.state.read_text(encoding="utf-8")).get("worker_pid") is not None
     except (OSError, ValueError):
         return False
+
+
+def run_environ(service_environ: Mapping[str, str], handed_over: dict[str, str] | None) -> dict[str, str]:
+    """Where a run's variable values come from: the hand-over's, else the service's own.
+
+    With a hand-over, the SDK's settings come from it alone: one the launching process did not set
+    must not be filled in from whoever started the service (see the module doc, "Environment").
+    """
+    if handed_over is None:
+        return dict(service_environ)
+    kept = {name: value for name, value in service_environ.items() if name not in SDK_ENV}
+    return {**kept, **handed_over}
 
 
 def main(argv: list[str]) -> int:

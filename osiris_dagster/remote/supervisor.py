@@ -334,7 +334,7 @@ class RunSupervisor:
             )
             return None
         try:
-            sandbox = Sandbox.connect(outcome.sandbox_id, **self.settings.sdk_kwargs())
+            sandbox = Sandbox.connect(outcome.sandbox_id, **self.settings.sdk_kwargs(self.environ))
         except Exception as error:
             outcome.error = mask_text(
                 f"the sandbox {outcome.sandbox_id} is gone (killed or expired) and cannot be resumed after the "
@@ -433,7 +433,7 @@ class RunSupervisor:
             timeout=self.settings.sandbox_timeout_s,
             metadata=self.spec.sandbox_metadata or {SANDBOX_METADATA_RUN_ID: self.run_id},
             envs=self._needs.env,
-            **self.settings.sdk_kwargs(),
+            **self.settings.sdk_kwargs(self.environ),
         )
         self._outcome.sandbox_id = sandbox.sandbox_id
         self._outcome.create_ms = int((time.perf_counter() - started) * 1000)
@@ -688,7 +688,7 @@ class RunSupervisor:
 
     def _kill(self, sandbox: Sandbox) -> None:
         """Kill the sandbox; "killed" is recorded only when the service confirmed it (else the reaper retries)."""
-        outcome = kill_sandbox(sandbox.sandbox_id, self.settings.sdk_kwargs())
+        outcome = kill_sandbox(sandbox.sandbox_id, self.settings.sdk_kwargs(self.environ))
         self._outcome.kill_confirmed = outcome.confirmed
         if not outcome.confirmed:
             log.warning("%s", outcome.message)

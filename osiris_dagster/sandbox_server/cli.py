@@ -64,6 +64,13 @@ def sandbox() -> None:
     metavar="PORTS",
     help="Host ports an isolated sandbox reaches at the bridge address, e.g. '3306,5432'.",
 )
+@click.option(
+    "--api-key",
+    "api_keys",
+    multiple=True,
+    metavar="KEY",
+    help="Accept only this API key (repeatable); others get E2B's 401. Default: any key.",
+)
 def serve(
     port: int,
     host: str,
@@ -72,6 +79,7 @@ def serve(
     faults: str | None,
     network: str,
     forward: str,
+    api_keys: tuple[str, ...],
 ) -> None:
     """Serve until Ctrl-C; prints the environment variables that point the launcher and the e2b SDK here."""
     try:
@@ -91,6 +99,7 @@ def serve(
             faults=plan or "",
             network=network,  # type: ignore[arg-type]
             forward=ports,
+            api_keys=list(api_keys) or None,
         )
     except NetworkIsolationUnavailable as exc:
         raise click.BadParameter(str(exc), param_hint="--network") from exc

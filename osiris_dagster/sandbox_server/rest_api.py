@@ -32,9 +32,17 @@ def is_rest_path(path: str) -> bool:
     return path.startswith(("/sandboxes", "/v2/sandboxes"))
 
 
-def handle_rest(exchange: Exchange, registry: SandboxRegistry) -> None:
-    """Route one control-plane request (any ``X-API-KEY`` is accepted)."""
+def handle_rest(exchange: Exchange, registry: SandboxRegistry, api_keys: frozenset[str] | None = None) -> None:
+    """Route one control-plane request.
+
+    ``api_keys``: the ``X-API-KEY`` values accepted, answering anything else 401 as E2B does (the
+    SDK raises ``AuthenticationException``); ``None`` accepts any key (the default: the local
+    server is for one user's own tests, and a wrong key there would only be noise).
+    """
     method, path = exchange.method, exchange.path
+    if api_keys is not None and exchange.headers.get("X-API-KEY") not in api_keys:
+        exchange.drain()
+        return exchange.send_api_error(401, "Invalid API key")
     if method == "POST" and path in ("/sandboxes", "/v2/sandboxes"):
         return _create(exchange, registry)
     if method == "GET" and path in ("/sandboxes", "/v2/sandboxes"):

@@ -78,8 +78,10 @@ class _HTTPServer(ThreadingHTTPServer):
         faults: FaultInjector | None,
         tls: ssl.SSLContext,
         domain: str,
+        api_keys: frozenset[str] | None,
     ) -> None:
         self.registry = registry
+        self.api_keys = api_keys
         self.faults = faults
         self.tls = tls
         self.domain = domain
@@ -169,7 +171,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.server.requests_by_scheme[self.scheme] += 1
         exchange = Exchange(self)
         try:
-            _route(exchange, self.server.registry, self.server.faults)
+            _route(exchange, self.server.registry, self.server.faults, self.server.api_keys)
         except _CLIENT_GONE:
             self.close_connection = True
         except BadRequest as exc:
@@ -188,10 +190,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 self.close_connection = True
 
 
-def _route(exchange: Exchange, registry: SandboxRegistry, faults: FaultInjector | None) -> None:
+def _route(
+    exchange: Exchange, registry: SandboxRegistry, faults: FaultInjector | None, api_keys: frozenset[str] | None
+) -> None:
     path = exchange.path
     if is_rest_path(path):
-        return handle_rest(exchange, registry)
+        return handle_rest(exchange, registry, api_keys)
 
     sandbox_id = exchange.headers.get("E2b-Sandbox-Id")
     sandbox = registry.get(sandbox_id) if sandbox_id else None
@@ -294,6 +298,7 @@ class LocalSandboxServer:
         domain: str = SANDBOX_DOMAIN,
         network: NetworkMode = "auto",
         forward: list[int] | None = None,
+        api_keys: list[str] | None = None,
     ) -> None:
         """``base_dir``: where sandbox roots are created (default: the system temp dir).
 
@@ -310,7 +315,12 @@ class LocalSandboxServer:
 
         ``forward``: host ports an isolated sandbox reaches at ``host_address`` (relayed to the
         host's ``127.0.0.1``), e.g. ``[3306, 5432]`` for the test databases.
+
+        ``api_keys``: accept only these API keys on the control-plane API (401 otherwise, as E2B);
+        ``None`` (the default) accepts any key. ``api_key`` / ``env()`` then give the first one.
         """
+        self._api_keys = frozenset(api_keys) if api_keys is not None else None
+        self._api_key = api_keys[0] if api_keys else LOCAL_API_KEY
         self._domain = domain
         self._ca = LocalCertificateAuthority()
         self.isolated = resolve_mode(network)
@@ -341,6 +351,7 @@ class LocalSandboxServer:
                 self._faults,
                 self._ca.server_context(self._domain),
                 self._domain,
+                self._api_keys,
             )
         except BaseException:
             self._close_sandboxes()
@@ -457,7 +468,7 @@ class LocalSandboxServer:
 
     @property
     def api_key(self) -> str:
-        return LOCAL_API_KEY
+        return self._api_key
 
     def sdk_kwargs(self) -> dict[str, str]:
         """Keyword arguments for ``Sandbox.create/connect/list`` (sync and async).

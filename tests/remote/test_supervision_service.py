@@ -22,7 +22,7 @@ import pytest
 from dagster import DagsterEventType, DagsterRunStatus
 
 from osiris_dagster.remote.run_files import RunFiles
-from osiris_dagster.remote.supervision_client import ServicePaths, start_service
+from osiris_dagster.remote.supervision_client import ServicePaths, ping, start_service
 from osiris_dagster.remote.tags import SANDBOX_ID_TAG, SUPERVISOR_PID_TAG
 from tests.conftest import dagster_bin
 from tests.remote.conftest import (
@@ -31,6 +31,7 @@ from tests.remote.conftest import (
     instance_for,
     wait_for_event,
     wait_for_run,
+    write_instance_config,
 )
 from tests.remote.test_remote_resume import HOST_EVENTS, _event_counts
 
@@ -314,3 +315,50 @@ def test_the_services_engine_events_read_as_the_launchers() -> None:
     from osiris_dagster.remote.supervisor import LAUNCHER_NAME
 
     assert E2BRunLauncher.__name__ == LAUNCHER_NAME
+
+
+def test_a_resident_service_uses_the_api_key_of_each_launch_not_of_whoever_started_it(  # type: ignore[no-untyped-def]
+    tmp_path: Path, project: Path, clean_env: dict[str, str]
+) -> None:
+    """An API key rotated while the service lives reaches the next launch.
+
+    The service outlives any one daemon, webserver or code server (it idles out only when none is
+    left), so restarting them one by one with a new key leaves it running under the old one. The
+    server here accepts only the new key and answers the old one 401, as E2B does.
+    """
+    from e2b import Sandbox
+    from e2b.exceptions import AuthenticationException
+
+    from osiris_dagster.sandbox_server import LocalSandboxServer
+
+    with LocalSandboxServer(
+        port=0, base_dir=tmp_path / "sandboxes", extra_path=[str(Path(sys.executable).parent)], api_keys=["e2b_new"]
+    ) as server:
+        home = write_instance_config(Path(clean_env["DAGSTER_HOME"]), server)
+        with pytest.raises(AuthenticationException):  # the server really refuses the revoked key
+            Sandbox.create(**{**server.sdk_kwargs(), "api_key": "e2b_revoked"})
+        # The resident service, started earlier by a process that had the key of the time.
+        paths = ServicePaths.for_home(home)
+        paths.root.mkdir(parents=True)
+        service = subprocess.Popen(
+            [sys.executable, "-m", SERVICE, str(home), "--idle-s", "120"],
+            env={**clean_env, "E2B_API_KEY": "e2b_revoked"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while ping(paths) != service.pid and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert ping(paths) == service.pid
+
+            run_id = dagster_launch(project, {**clean_env, "E2B_API_KEY": "e2b_new"})
+            instance = instance_for(clean_env)
+            run = wait_for_run(instance, run_id, timeout=240)
+            assert int(run.tags[SUPERVISOR_PID_TAG]) == service.pid  # supervised by the old service
+            assert run.status == DagsterRunStatus.SUCCESS, instance.all_logs(run_id)[-1]
+            assert (project / "output" / "actors.csv").is_file()
+        finally:
+            service.kill()
+            service.wait()
