@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 import ssl
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -45,7 +46,15 @@ from .tls import SANDBOX_DOMAIN, LocalCertificateAuthority
 log = logging.getLogger(__name__)
 
 LOCAL_API_KEY = "e2b_local_sandbox"
-_CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+# A client that went away mid-exchange: routine (a killed supervisor, a reset stream, a test's
+# fault), not an error of this server. Through a TLS tunnel it shows as the TLS layer's EOF.
+_CLIENT_GONE = (
+    BrokenPipeError,
+    ConnectionResetError,
+    ConnectionAbortedError,
+    ssl.SSLEOFError,
+    ssl.SSLZeroReturnError,
+)
 
 
 def check_loopback_host(host: str) -> str:
@@ -69,6 +78,15 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client gone while its request line was read is routine; socketserver would print a traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, _CLIENT_GONE):
+            log.debug("local sandbox server: client %s went away: %r", client_address, error)
+            return
+        log.exception("local sandbox server: unhandled error for a request from %s", client_address)
+
     request_queue_size = 512
 
     def __init__(
