@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -123,9 +122,9 @@ def test_queued_run_launched_by_the_instance_api_as_the_daemon_does(
     run_id = dagster_launch(project, env)  # queued: the coordinator only enqueues it
     instance = instance_for(env)
     assert instance.get_run_by_id(run_id).status == DagsterRunStatus.QUEUED
-    started = time.monotonic()
     instance.launch_run(run_id, workspace=None)  # type: ignore[arg-type]  # what the daemon calls; unused here
-    assert time.monotonic() - started < 2.0, "launch_run must return at once"
+    # It returns at once, the run going on in the background (no timing: the machine may be loaded).
+    assert instance.get_run_by_id(run_id).status in (DagsterRunStatus.STARTING, DagsterRunStatus.STARTED)
     run = wait_for_run(instance, run_id)
     assert run.status == DagsterRunStatus.SUCCESS
     assert sorted(p.name for p in (project / "output").glob("*.csv")) == sorted(

@@ -108,7 +108,7 @@ def test_expiry_during_a_command_raises_sandbox_not_running(sdk: dict[str, str])
     # E2B's wording when the VM vanishes under a stream (its own SDK test asserts it too).
     with pytest.raises(SandboxNotRunningException, match="killed or reached its end of life"):
         sbx.commands.run("sleep 10", timeout=0)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 8  # the expiry ended it, not the command (a margin for a loaded machine)
 
 
 # -- files ------------------------------------------------------------------------
@@ -217,11 +217,9 @@ def test_non_zero_exit_raises_command_exit_exception(sbx: Sandbox) -> None:
 
 
 def test_command_timeout_kills_the_process(sbx: Sandbox) -> None:
-    started = time.monotonic()
     with pytest.raises(TimeoutException):
         sbx.commands.run("sleep 1.5; touch killed-too-late", timeout=0.5)
-    assert time.monotonic() - started < 1.4
-    time.sleep(1.5)
+    time.sleep(1.5)  # past the command's own end: had it lived on, the file would be there
     assert sbx.files.exists("/home/user/killed-too-late") is False
     assert sbx.commands.list() == []
 
