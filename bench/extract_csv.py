@@ -73,15 +73,15 @@ FROM seq_1_to_{rows}
 _PRODUCT = """
 import functools, sys
 from pathlib import Path
-from sqlalchemy.engine import URL
 from osiris_dagster.targets.csv_prepared import CsvPlan, CsvPreparation, adopt_prepared
 from osiris_dagster.targets.csv_writer import CsvOptions, write_csv
 from osiris_dagster.sources.sql_extract import extract_to_staging
 from osiris_dagster.staging import iter_staged_batches
 
 table, out, overlapped = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "overlapped"
-url = URL.create("mysql+pymysql", username="root", password="", host="127.0.0.1", port=3306,
-                 database="osiris_bench")
+# A string, as a script using the library passes it: the MySQL path then never imports SQLAlchemy
+# (sources/source_url.py). A Dagster run has it loaded anyway, for Dagster's own storage.
+url = "mysql+pymysql://root@127.0.0.1:3306/osiris_bench"
 plan = CsvPlan(out, CsvOptions(), "bench")
 consumers = [functools.partial(CsvPreparation, plan)] if overlapped else []
 staged = extract_to_staging(url, f"SELECT * FROM {table}", out.with_suffix(".arrow"), consumers=consumers)

@@ -32,13 +32,19 @@ import os
 import re
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-from sqlalchemy.engine import URL
 
 from osiris_dagster.formats.mysql_text import MySQLTextColumn, mysql_text_column, quote_identifier
 from osiris_dagster.sources.errors import SourceError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL as SQLAlchemyURL
+
+    from osiris_dagster.sources.source_url import SourceURL
+
+    URL = SQLAlchemyURL | SourceURL  # the reader uses only the parts both have
 
 __all__ = ["FORCE_PATH_ENV", "mysql_batches"]
 

@@ -39,15 +39,14 @@ import re
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import sqlalchemy as sa
-from sqlalchemy.engine import URL, make_url
 
 from osiris_dagster.arrow_memory import use_streaming_memory_pool
 from osiris_dagster.formats.python_text import storage_class, value_text
 from osiris_dagster.sources.errors import SourceError
+from osiris_dagster.sources.source_url import SourceURL, source_url, sqlalchemy_url
 from osiris_dagster.staging import (
     BatchConsumer,
     ExtractedTable,
@@ -56,6 +55,10 @@ from osiris_dagster.staging import (
     staged_file,
     text_schema,
 )
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+    from sqlalchemy.engine import URL
 
 __all__ = ["SourceError", "extract_to_staging"]
 
@@ -83,7 +86,7 @@ def extract_to_staging(
     gets ``finish(table)`` once the staged file is complete (``abandon()`` if the extraction fails).
     """
     use_streaming_memory_pool()
-    url = make_url(url)
+    url = source_url(url)  # SQLAlchemy is imported only by the readers that need it
     target = Path(target)
     if batch_rows < 1:
         raise ValueError("batch_rows must be positive")
@@ -99,10 +102,10 @@ def extract_to_staging(
         elif backend == "postgresql":
             from osiris_dagster.sources.postgres_reader import postgres_batches
 
-            columns, batches = postgres_batches(url, query, batch_rows)
+            columns, batches = postgres_batches(sqlalchemy_url(url), query, batch_rows)
             _stage(target, text_schema(columns, "postgresql"), batches, progress, sinks)
         else:
-            _extract_generic(url, query, target, batch_rows, progress, sinks)
+            _extract_generic(sqlalchemy_url(url), query, target, batch_rows, progress, sinks)
         table = open_staged(target)
     except BaseException as exc:
         sinks.abandon()
@@ -174,6 +177,8 @@ def _strip_statement(query: str) -> str:
 def _extract_generic(
     url: URL, query: str, target: Path, batch_rows: int, progress: Progress | None, sinks: _Sinks
 ) -> None:
+    import sqlalchemy as sa
+
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as connection:
@@ -237,7 +242,7 @@ def _sqlite_declared_types(connection: sa.Connection, query: str) -> dict[str, s
     return {row[1].lower(): row[2] for row in info if row[2]}
 
 
-def _scrub(message: str, url: URL) -> str:
+def _scrub(message: str, url: URL | SourceURL) -> str:
     password = url.password
     if not password:
         return message
