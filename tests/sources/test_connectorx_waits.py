@@ -1,0 +1,30 @@
+"""Asking connectorx for batches only once they are likely fetched loses, reorders and adds nothing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pyarrow as pa
+
+from osiris_dagster.sources.mysql_reader import _waiting_without_the_gil
+
+
+def _slow_batches(sizes: list[int], delays: list[float]) -> Iterator[pa.RecordBatch]:
+    start = 0
+    for size, delay in zip(sizes, delays, strict=True):
+        time.sleep(delay)
+        yield pa.record_batch([pa.array([str(i) for i in range(start, start + size)])], names=["id"])
+        start += size
+
+
+def test_every_batch_comes_once_in_order_whatever_the_waits() -> None:
+    sizes = [4, 4, 4, 4, 4, 4, 1]
+    delays = [0.02, 0.0, 0.01, 0.03, 0.0, 0.005, 0.01]
+    batches = list(_waiting_without_the_gil(_slow_batches(sizes, delays), batch_rows=4))
+    assert [b.num_rows for b in batches] == sizes
+    assert [v for b in batches for v in b.column(0).to_pylist()] == [str(i) for i in range(sum(sizes))]
+
+
+def test_an_empty_stream_ends_at_once() -> None:
+    assert list(_waiting_without_the_gil(iter([]), batch_rows=4)) == []
