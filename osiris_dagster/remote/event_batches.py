@@ -246,6 +246,7 @@ class EventBatchWriter:
         run_events = [item.entry for item in kept if isinstance(item, EffectEvent) and _is_run_event(item.entry)]
         if self._postgres:
             with self._postgres_engine().begin() as connection:
+                _lock_asset_keys(connection, kept)
                 ids = _insert(connection, rows)
                 self._store_effects(connection, kept, ids)
                 if run_events:
@@ -491,6 +492,36 @@ class EventBatchWriter:
                 if columns
                 else upsert.on_conflict_do_nothing()
             )
+
+
+def _lock_asset_keys(connection: db.Connection, items: Sequence[PlainEvent | EffectEvent]) -> None:
+    """Lock the batch's ``asset_keys`` rows (creating missing ones) BEFORE its events get their ids.
+
+    An asset's row points at its newest materialization by storage id. Ids come from a sequence
+    as the events are inserted, but the row is written at the end of the batch's transaction: two
+    relays storing the same asset at once could take ids 10 and 11 and then commit their row
+    updates in the other order, leaving the row on the older event (seen in CI with two relays on
+    PostgreSQL). Locked first, the second relay waits for the first's commit before its events get
+    ids, so ids and row writes follow one order. In key order, as the upsert, so two batches never
+    wait on each other crosswise. SQLite needs none of this: ``BEGIN IMMEDIATE`` already makes the
+    whole batch one writer's.
+    """
+    keys = sorted(
+        {
+            item.entry.dagster_event.asset_key.to_string()  # type: ignore[union-attr]
+            for item in items
+            if isinstance(item, EffectEvent) and _is_asset_event(item.entry)
+        }
+    )
+    if not keys:
+        return
+    insert = postgresql.insert(AssetKeyTable).values([{"asset_key": key} for key in keys])
+    # A no-op update of the key itself: it takes the row lock where the row exists already.
+    connection.execute(
+        insert.on_conflict_do_update(
+            index_elements=[AssetKeyTable.c.asset_key], set_={"asset_key": insert.excluded.asset_key}
+        )
+    )
 
 
 def _is_run_event(entry: EventLogEntry) -> bool:
