@@ -22,15 +22,48 @@ import pytest
 from tests.e2e.test_dagster_dev import graphql, start_ui
 
 EXIT_WITHIN_SECONDS = 10
-ORPHAN_DEADLINE_SECONDS = 60  # dagster dev's own shutdown, measured 12-16 s on a loaded 2-core machine
+# dagster dev's own shutdown, measured 12-16 s on a loaded 2-core machine, after the run in flight ends.
+ORPHAN_DEADLINE_SECONDS = 90
 LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }"
 LAUNCH = """
 mutation($location: String!) {
   launchRun(executionParams: {
-    selector: {repositoryLocationName: $location, repositoryName: "__repository__", jobName: "movies_to_csv"}
+    selector: {repositoryLocationName: $location, repositoryName: "__repository__", jobName: "long_count"}
   }) { __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } }
 }
 """
+
+
+# A run still executing when the signal comes: the demo job (a few seconds) could finish between
+# two polls of a loaded webserver, and the test then waited for a STARTED it had missed. On SIGINT
+# and SIGTERM the ui terminates the run, so it may be endless; after a SIGKILL of the ui nothing of
+# ours runs, and Dagster's code server lets a run in flight finish before it exits, so that run is
+# a bounded one (~8 s on an idle machine).
+RUN_LENGTH = {signal.SIGINT: 2_000_000_000, signal.SIGTERM: 2_000_000_000, signal.SIGKILL: 40_000_000}
+COUNT_PIPELINE = """\
+oml_version: "0.1.0"
+name: long-count
+steps:
+- id: extract-count
+  component: sql.extractor
+  mode: read
+  config:
+    connection: "@sqlite.movies"
+    query: >-
+      WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {rows}) SELECT count(*) AS n FROM c
+- id: write-count
+  component: filesystem.csv_writer
+  mode: write
+  needs: ["extract-count"]
+  config: {{path: output/count.csv}}
+"""
+
+
+def _status_past_start(port: int, run_id: str) -> str | None:
+    """The run's status once it is past queueing and starting (None before)."""
+    query = f'{{ runOrError(runId: "{run_id}") {{ ... on Run {{ status }} }} }}'
+    status = graphql(port, query)["data"]["runOrError"]["status"]
+    return None if status in ("QUEUED", "NOT_STARTED", "STARTING") else status
 
 
 def graphql_vars(port: int, query: str, variables: dict) -> dict:
@@ -107,6 +140,7 @@ def test_ui_exits_within_10_seconds_of_a_stop_signal_and_leaves_no_process(
 ) -> None:
     home = Path(clean_env["DAGSTER_HOME"])
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    (project / "assets" / "long_count.yaml").write_text(COUNT_PIPELINE.format(rows=RUN_LENGTH[stop]))
     ui, port, log = start_ui(project, clean_env)
     try:
         wait_for("the assets in the UI", lambda: graphql(port, "{ assetNodes { id } }")["data"]["assetNodes"], ui, log)
@@ -114,17 +148,8 @@ def test_ui_exits_within_10_seconds_of_a_stop_signal_and_leaves_no_process(
         launched = graphql_vars(port, LAUNCH, {"location": location})["data"]["launchRun"]
         assert launched["__typename"] == "LaunchRunSuccess", launched
         run_id = launched["run"]["runId"]
-        wait_for(
-            "the run to start",
-            lambda: (
-                graphql(port, f'{{ runOrError(runId: "{run_id}") {{ ... on Run {{ status }} }} }}')["data"][
-                    "runOrError"
-                ]["status"]
-                == "STARTED"
-            ),
-            ui,
-            log,
-        )
+        status = wait_for("the run to start", lambda: _status_past_start(port, run_id), ui, log)
+        assert status == "STARTED", f"the run ended before the signal ({status}):\n{log.read_text()[-3000:]}"
         tree = descendants(ui.pid)
         commands = b"\n".join(tree.values())
         # The code server's gRPC server runs each run in a `multiprocessing` spawn child.
