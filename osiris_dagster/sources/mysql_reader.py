@@ -145,8 +145,10 @@ def _connectorx_batches(
 
 
 # Pausing before connectorx's next batch (see _waiting_without_the_gil): the pause grows by part of
-# each wait that still blocked, and shrinks slowly while batches are ready.
-_BLOCKED_S, _PAUSE_GROWTH, _PAUSE_DECAY = 0.002, 0.75, 0.9
+# each wait that still blocked, and shrinks slowly while batches are ready. It never exceeds
+# _MAX_PAUSE_S: a stall of the server (a sort before the first row, a lock) is not a batch's
+# fetch time, and connectorx reads ahead while the reader sleeps (~2 batches in 50 ms at most).
+_BLOCKED_S, _PAUSE_GROWTH, _PAUSE_DECAY, _MAX_PAUSE_S = 0.002, 0.75, 0.9, 0.05
 
 
 def _waiting_without_the_gil(batches: Iterable[pa.RecordBatch], batch_rows: int) -> Iterator[pa.RecordBatch]:
@@ -159,22 +161,19 @@ def _waiting_without_the_gil(batches: Iterable[pa.RecordBatch], batch_rows: int)
     millisecond woke 52 times instead of ~1,500. So this sleeps (GIL released) about as long as
     the last waits blocked before asking for the next batch: then 0.2 s held, ~1,500 wake-ups, the
     same fetch time. connectorx reads ahead, so sleeping a little too long only lets a batch wait.
-    After a short batch (the last one, as a rule) it asks at once: the end of the stream needs no wait.
     """
     iterator = iter(batches)
+    batch = next(iterator, None)  # the query's start: no batch time to learn from
     pause = 0.0
-    while True:
-        if pause:
+    while batch is not None:
+        yield batch
+        # After a short batch (the last one, as a rule) ask at once: the end needs no wait.
+        if pause and batch.num_rows >= batch_rows:
             time.sleep(pause)
         started = time.perf_counter()
         batch = next(iterator, None)
-        if batch is None:
-            return
         blocked = time.perf_counter() - started
-        pause = pause + blocked * _PAUSE_GROWTH if blocked > _BLOCKED_S else pause * _PAUSE_DECAY
-        if batch.num_rows < batch_rows:
-            pause = 0.0
-        yield batch
+        pause = min(pause + blocked * _PAUSE_GROWTH, _MAX_PAUSE_S) if blocked > _BLOCKED_S else pause * _PAUSE_DECAY
 
 
 def _as_text(array: pa.Array, column: MySQLTextColumn) -> pa.Array:
