@@ -775,10 +775,15 @@ class RunSupervisor:
         """End the host run — only now, with the results in the project (the terminal event was held)."""
         from dagster._core.events import DagsterEventType
 
+        relay = self._relay
+        if relay is not None:
+            try:  # a stream the cancel gave up on may still have events waiting to be written
+                relay.flush()
+            except Exception as error:
+                log.warning("storing the last relayed events failed: %s", mask_text(str(error)))
         run = self.instance.get_run_by_id(self.run_id)
         if run is None or run.is_finished:
             return
-        relay = self._relay
         held = relay.held[1].dagster_event_type if relay is not None and relay.held is not None else None
         copied = self._outcome.download is not None and not self._outcome.error
         if held is not None and (held != DagsterEventType.RUN_SUCCESS or copied):

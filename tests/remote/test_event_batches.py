@@ -7,16 +7,22 @@ must be equal, storage ids included, on a SQLite and on a PostgreSQL instance, a
 row of every table when the runs go through `EventRelay` (`storage_rows`). The same holds for
 two relaying processes storing into one instance at once (real and effect-only streams), and for
 a relaying process killed (``kill -9``) inside a batch, before its cursor, or between a run's
-terminal event and its run row, and resumed from its cursor. A reader never sees a run SUCCESS
-without its RUN_SUCCESS event.
+terminal event and its run row, or with lines waiting in the relay for their batch, and resumed
+from its cursor. A reader never sees a run SUCCESS without its RUN_SUCCESS event. The relay
+coalesces chunks (`EventRelay`): two runs' relays in one process whose batches the deadline
+thread writes, a failed write of that thread, and the bound on a line's wait are checked against
+Dagster's storing and the database too.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -32,7 +38,7 @@ from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus, RunsFilter
 
 from osiris_dagster.remote.event_batches import EffectEvent, EventBatchWriter, PlainEvent
-from osiris_dagster.remote.event_relay import TERMINAL_EVENTS, EventRelay
+from osiris_dagster.remote.event_relay import MAX_WAIT_S, READ_SIZE, TERMINAL_EVENTS, EventRelay
 from tests.conftest import REPO
 from tests.remote.relay_streams import instance, new_run, real_runs, worker_lines
 from tests.remote.storage_rows import first_difference, storage_rows
@@ -358,7 +364,9 @@ def test_two_relays_storing_at_once_lose_and_double_nothing(
             lines = tmp_path / f"{run_id}.log"
             lines.write_text(worker_lines(streams[run_id]))
             cursor = tmp_path / f"{run_id}.cursor"
-            processes.append(relay_in_process(Path(target.root_directory), run_id, lines, cursor))
+            processes.append(
+                relay_in_process(Path(target.root_directory), run_id, lines, cursor, "--batch-lines", "40")
+            )
         for process in processes:
             output, _ = process.communicate(timeout=600)
             assert process.returncode == 0, output.decode()[-3000:]
@@ -380,6 +388,7 @@ def test_two_relays_storing_at_once_lose_and_double_nothing(
         ("mid-batch:2", True),
         ("terminal-run-row", False),
         ("before-release", False),
+        ("pending:4", False),
     ],
 )
 @pytest.mark.parametrize("storage", STORAGES)
@@ -401,11 +410,17 @@ def test_relay_killed_in_a_batch_resumes_with_every_event_once(
         lines.write_text(worker_lines(printed))
         home = Path(target.root_directory)
 
-        killed = relay_in_process(home, run_id, lines, cursor, die_at)
+        # Batches of 40 events: several batches before each kill point (the default coalesces more).
+        killed = relay_in_process(home, run_id, lines, cursor, die_at, "--batch-lines", "40")
         output, _ = killed.communicate(timeout=600)
         assert killed.returncode == -signal.SIGKILL, output.decode()[-3000:]
         stored_before = len(target.all_logs(run_id))
-        if die_at in ("terminal-run-row", "before-release"):
+        if die_at.startswith("pending"):
+            # Died with lines first..last in the coalescing window: every line before them stored
+            # (and RUN_STARTING), none of them.
+            first, last = (int(seq) for seq in output.decode().split("pending ")[1].split()[:2])
+            assert 40 < first <= last and stored_before == first
+        elif die_at in ("terminal-run-row", "before-release"):
             # It died with the terminal event stored (SQLite) or not (PostgreSQL), the run row not updated.
             assert target.get_run_by_id(run_id).status == DagsterRunStatus.STARTED  # type: ignore[union-attr]
         else:
@@ -486,6 +501,7 @@ def test_a_relay_outlives_postgres_dropping_its_pooled_connections(
         lines = worker_lines(stream).splitlines(keepends=True)
         half = len(lines) // 2
         relay.feed("".join(lines[:half]))
+        relay.flush()  # the run goes quiet: its pending events are written (as after the quiet window)
         database = db.engine.make_url(target.event_log_storage.postgres_url).database  # type: ignore[attr-defined]
         with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
             dropped = admin.execute(
@@ -498,3 +514,137 @@ def test_a_relay_outlives_postgres_dropping_its_pooled_connections(
 
         assert len(target.all_logs(run_id)) == len(stream) + 1  # and RUN_STARTING
         assert target.get_run_by_id(run_id).status == DagsterRunStatus.SUCCESS  # type: ignore[union-attr]
+
+
+# -- coalescing: chunks wait for the quiet window, a thread of the relay writes them --------------
+
+
+def _feed_slowly(relay: EventRelay, lines: str, chunk: int, pause_s: float) -> None:
+    for start in range(0, len(lines), chunk):
+        relay.feed(lines[start : start + chunk])
+        time.sleep(pause_s)
+    relay.close()
+    relay.release_held()
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+def test_two_runs_relayed_in_one_process_by_their_deadlines_lose_and_double_nothing(
+    storage: str, runs: list[Any], tmp_path: Path
+) -> None:
+    """As in the supervision service: two runs' relays in threads of one process, each chunk a full
+    read followed by a pause longer than `MAX_WAIT_S`, so the process's deadline thread writes the
+    batches of both runs, while their streams' threads feed, on the storage's shared connections."""
+    run_ids = [str(uuid.uuid4()), str(uuid.uuid4())]
+    streams = {run_id: relay_stream(runs, run_id, repeat=2) for run_id in run_ids}
+    expected = _expected(storage, tmp_path / "dagster", streams)
+    writers: Counter[str] = Counter()
+
+    def on_commit(connection: db.Connection) -> None:
+        writers[threading.current_thread().name] += 1
+
+    with instance(storage, tmp_path / "relayed") as target:
+        for run_id in run_ids:
+            launched(target, run_id)
+        relays = [EventRelay(target, run_id, tmp_path / f"{run_id}.cursor") for run_id in run_ids]
+        db.event.listen(db.engine.Engine, "commit", on_commit)
+        try:
+            threads = [
+                threading.Thread(
+                    target=_feed_slowly, args=(relay, worker_lines(streams[relay._run_id]), READ_SIZE, 2 * MAX_WAIT_S)
+                )
+                for relay in relays
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=600)
+        finally:
+            db.event.remove(db.engine.Engine, "commit", on_commit)
+        actual = outcome(target, run_ids)
+        _latest_is_newest(target)
+
+    assert writers["relay-deadlines"] >= 10, writers  # the deadline thread wrote batches of both runs
+    assert actual["records"] == expected["records"]
+    assert actual["assets"] == expected["assets"]
+    assert actual["checks"] == expected["checks"]
+    assert actual["runs"] == expected["runs"]
+
+
+def test_a_line_waits_for_its_batch_at_most_the_coalescing_bound(runs: list[Any], tmp_path: Path) -> None:
+    """A steady trickle of full reads (the stream never looks drained): the oldest pending line's
+    wait (`MAX_WAIT_S`) bounds how long any line waits, read off the database while feeding."""
+    run_id = str(uuid.uuid4())
+    stream = relay_stream(runs, run_id, repeat=3)
+    # Split on "\n" only (str.splitlines splits on the sentinel's \x1e too); without the terminal event.
+    lines = [line + "\n" for line in worker_lines(stream).split("\n")[:-2]]
+    with instance("sqlite", tmp_path / "host") as target:
+        launched(target, run_id)
+        relay = EventRelay(target, run_id, tmp_path / "cursor")
+        arrived: list[float] = []  # arrival of line i + 1
+        stored: list[tuple[float, int]] = []  # (when, how many of the run's lines its shard held)
+        shard = sqlite3.connect(Path(target.root_directory) / "history" / "runs" / f"{run_id}.db")
+        try:
+            for start in range(0, len(lines), 2):
+                # Two lines, padded with noise to a full read: whole lines, a known arrival.
+                chunk = "".join(lines[start : start + 2])
+                relay.feed(chunk + "x" * (READ_SIZE - len(chunk) - 1) + "\n")
+                arrived += [time.monotonic()] * len(lines[start : start + 2])
+                time.sleep(0.002)
+                (count,) = shard.execute("SELECT count(*) FROM event_logs").fetchone()
+                stored.append((time.monotonic(), count - 1))  # RUN_STARTING is the run's first row
+        finally:
+            shard.close()
+        relay.close()
+        trickle_s = stored[-1][0] - arrived[0]
+
+    stored_seqs = range(1, stored[-1][1] + 1)
+    waits = [next(when for when, count in stored if count >= seq) - arrived[seq - 1] for seq in stored_seqs]
+    assert stored[-1][1] > len(lines) * 0.9  # nearly all stored while the trickle went on
+    # Bounded: a wait includes the write and the feeding loop's own delays (measured: median 26 ms,
+    # max 48 ms at load 3; 38 / 67 ms at load 6), never the trickle's length (400 feeds, 2 ms apart).
+    assert trickle_s > 0.75 and max(waits) < 0.3, (
+        trickle_s,
+        sorted(waits)[len(waits) // 2],
+        max(waits),
+    )
+
+
+def test_a_failed_write_of_the_deadline_thread_fails_the_next_feed_and_the_log_restores_every_event_once(
+    runs: list[Any], tmp_path: Path
+) -> None:
+    """The database refuses a batch that the deadline thread writes: the stream's next call
+    fails as a failed write in ``feed`` would, and the supervisor's answer (reattach, catch up from
+    the durable log) stores every event once, as Dagster stores them."""
+    run_id = str(uuid.uuid4())
+    stream = relay_stream(runs, run_id, repeat=1)
+    text = worker_lines(stream)
+    expected = _expected("sqlite", tmp_path / "dagster", {run_id: stream})
+    with instance("sqlite", tmp_path / "relayed") as target:
+        launched(target, run_id)
+        relay = EventRelay(target, run_id, tmp_path / "cursor", read_log=lambda: text)
+        writer = relay._writer
+        store = writer.store
+        failures = [db.exc.OperationalError("INSERT", {}, Exception("disk I/O error"))]
+
+        def store_or_fail(items: Any) -> None:
+            if failures and threading.current_thread().name == "relay-deadlines":
+                raise failures.pop()
+            store(items)
+
+        writer.store = store_or_fail  # type: ignore[method-assign]
+        assert len(text) > 3 * READ_SIZE
+        relay.feed(text[:READ_SIZE])  # full reads: the batch waits for more
+        relay.feed(text[READ_SIZE : 2 * READ_SIZE])
+        time.sleep(0.3)  # nothing more: the deadline thread writes, and fails
+        assert not failures
+        with pytest.raises(db.exc.OperationalError, match="disk I/O error"):
+            relay.feed(text[2 * READ_SIZE :])
+        relay.reconnected()
+        relay.catch_up()
+        relay.release_held()
+        actual = outcome(target, [run_id])
+
+    assert actual["records"] == expected["records"]
+    assert actual["assets"] == expected["assets"]
+    assert actual["checks"] == expected["checks"]
+    assert actual["runs"] == expected["runs"]
