@@ -10,10 +10,11 @@ is a materialization. And why not Dagster's own batching (``DAGSTER_EVENT_BATCH_
 one asset event type, in connections and transactions of its own, so a batch of a real run's
 mixed events could be neither one transaction nor in relay order.
 
-So a batch (what one stdout chunk delivers, ~17-80 events) is written in as few transactions as
-there are databases, on connections kept open for the writer's life (SQLite: one engine per
-database file; PostgreSQL: one small pool per URL for the process, `_postgres_engine`) — Dagster's
-own engines connect, and on SQLite checkpoint the WAL on close, for every statement:
+So a batch (what the relay coalesced: the stdout chunks of a burst, up to 1,000 events,
+`EventRelay`) is written in as few transactions as there are databases, on connections kept open
+for the writer's life (SQLite: one engine per database file; PostgreSQL: one small pool per URL
+for the process, `_postgres_engine`) — Dagster's own engines connect, and on SQLite checkpoint the
+WAL on close, for every statement:
 
 * **PostgreSQL**: ONE transaction for everything — the ``event_logs`` rows in relay order (one
   ``INSERT ... RETURNING id`` for all of them: the ids key the asset and check tables), the
@@ -37,10 +38,12 @@ Row contents are Dagster's own, with every event's text taken as it came (the wo
 with the same Dagster version, and serializing is deterministic): for **plain** events (step,
 output, log, engine events — the bulk of a run, whose row is all there is) the columns are built
 from the line's JSON (`PlainEvent`), skipping a deserialize/serialize round trip that alone cost
-~370 µs per event; events with effects are deserialized (the effects need their objects) but not
-serialized again (`EffectEvent`) — Dagster serializes a materialization twice (its row and the
-``last_materialization`` record, here the text in the record's envelope, `_record_text`), a check
-evaluation twice: 0.9 of the 4.4 s that 30 demo runs took before. Effects follow Dagster 1.13's
+~370 µs per event; so are asset materializations, observations and planned materializations,
+whose effects need only their asset key, partition and tags (`EffectEvent`); the other events with
+effects are deserialized (their effects need their objects). None is serialized again — Dagster
+serializes a materialization twice (its row and the ``last_materialization`` record, here the text
+in the record's envelope, `_record_text`), a check evaluation twice: 0.9 of the 4.4 s that 30 demo
+runs took before. Effects follow Dagster 1.13's
 ``store_event`` of each storage: tags through Dagster's ``_store_asset_event_tags``, the values of
 ``asset_keys`` as ``_get_asset_entry_values`` makes them, the check execution rows as
 ``store_asset_check_event`` writes them, the run row as run storage's ``handle_run_event``
@@ -73,14 +76,15 @@ import json
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as db
-from dagster import DagsterInstance, deserialize_value, serialize_value
+from dagster import AssetKey, DagsterInstance, deserialize_value, serialize_value
 from dagster._core.event_api import EventLogRecord
 from dagster._core.events import (
     ASSET_CHECK_EVENTS,
@@ -142,13 +146,8 @@ class PlainEvent:
     @classmethod
     def parse(cls, serialized: str) -> PlainEvent | None:
         """The plain event, or None if this event has effects (then it is deserialized and stored by Dagster)."""
-        data = json.loads(serialized)
-        dagster_event = data.get("dagster_event")
-        event_type = dagster_event.get("event_type_value") if dagster_event else None
-        if not is_plain_type(event_type) or data.get("__class__") != "EventLogEntry":
-            return None
-        step_key = dagster_event.get("step_key") if dagster_event else data.get("step_key")
-        return cls(data["run_id"], serialized, event_type, step_key, float(data["timestamp"]))
+        event = parse_event(serialized)
+        return event if isinstance(event, PlainEvent) else None
 
     def entry(self) -> EventLogEntry:
         return deserialize_value(self.serialized, EventLogEntry)
@@ -156,37 +155,153 @@ class PlainEvent:
 
 @dataclass(frozen=True)
 class EffectEvent:
-    """An event with effects: deserialized (its effects need its objects), and the text it came as.
+    """An event with effects: what its row and its effects need, and the text it came as.
 
     The text is its ``event_logs.event`` column and what the asset and check tables keep of it
     (``last_materialization``, ``evaluation_event``). The worker serialized the event with the same
     Dagster version and serializing is deterministic (fields in declared order, sets sorted), so
     ``serialize_value(entry)`` gives this text back — at ~0.5 ms per materialization of the demo
     run, and Dagster serializes a materialization twice, a check evaluation twice.
+
+    Materializations, observations and planned materializations — 20 of the demo run's 32 events
+    with effects — need only their asset key, partition and tags besides the row's columns: those
+    are read off the event's JSON (`_asset_facts`), and the event is deserialized only if something
+    asks for its `entry` (a storage the writer hands to ``handle_new_event``). Deserializing them
+    with Dagster's serdes (metadata entries are objects checked field by field) was most of the
+    ~10 ms of CPU a demo run spent deserializing. Every other event with effects — checks,
+    run-status events, wipes — is deserialized here, as its effects read its objects.
     """
 
-    entry: EventLogEntry
     serialized: str
+    event_type: DagsterEventType | None
+    run_id: str
+    timestamp: float
+    step_key: str | None
+    asset_key: str | None  # ``AssetKey.to_string()``, Dagster's column value
+    partition: str | None
+    asset_tags: Mapping[str, str]  # the materialization's or observation's own tags, as Dagster reads them
 
     @classmethod
     def parse(cls, serialized: str) -> EffectEvent:
-        return cls(deserialize_value(serialized, EventLogEntry), serialized)
+        event = parse_event(serialized)
+        return event if isinstance(event, EffectEvent) else cls.of(event.entry(), serialized)
 
     @classmethod
-    def of(cls, entry: EventLogEntry) -> EffectEvent:
-        return cls(entry, serialize_value(entry))
+    def of(cls, entry: EventLogEntry, serialized: str | None = None) -> EffectEvent:
+        """From the deserialized event (with its text, if at hand: serializing it is the slow part)."""
+        event = entry.dagster_event
+        asset_key = event.asset_key if event else None
+        tags: Mapping[str, str] = {}
+        if event is not None and asset_key is not None:  # as Dagster's ``_tags_for_asset_event``
+            if event.is_step_materialization:
+                tags = event.step_materialization_data.materialization.tags or {}
+            elif event.is_asset_observation:
+                tags = event.asset_observation_data.asset_observation.tags
+        effect = cls(
+            serialized if serialized is not None else serialize_value(entry),
+            event.event_type if event else None,
+            entry.run_id,
+            entry.timestamp,
+            event.step_key if event else entry.step_key,
+            asset_key.to_string() if asset_key else None,
+            event.partition if event else None,
+            tags,
+        )
+        effect.__dict__["entry"] = entry
+        return effect
+
+    @cached_property
+    def entry(self) -> EventLogEntry:
+        return deserialize_value(self.serialized, EventLogEntry)
+
+
+def parse_event(serialized: str) -> PlainEvent | EffectEvent:
+    """A serialized `EventLogEntry` as the writer stores it: the JSON is parsed once for both kinds."""
+    data = json.loads(serialized)
+    dagster_event = data.get("dagster_event")
+    event_type = dagster_event.get("event_type_value") if dagster_event else None
+    if data.get("__class__") == "EventLogEntry" and is_plain_type(event_type):
+        step_key = dagster_event.get("step_key") if dagster_event else data.get("step_key")
+        return PlainEvent(data["run_id"], serialized, event_type, step_key, float(data["timestamp"]))
+    facts = _asset_facts(data)
+    if facts is None:
+        return EffectEvent.of(deserialize_value(serialized, EventLogEntry), serialized)
+    asset_key, partition, tags = facts
+    return EffectEvent(
+        serialized,
+        DagsterEventType(event_type),
+        data["run_id"],
+        float(data["timestamp"]),
+        dagster_event.get("step_key"),
+        asset_key,
+        partition,
+        tags,
+    )
+
+
+# Where an asset event's data keeps its asset key, partition and tags, by event type:
+# (class of the event's data, its field holding the asset's object or None, that object's class,
+# whether the event's tags count: Dagster's ``_tags_for_asset_event`` reads only these two's).
+_ASSET_SHAPES = {
+    DagsterEventType.ASSET_MATERIALIZATION.value: (
+        "StepMaterializationData",
+        "materialization",
+        "AssetMaterialization",
+        True,
+    ),
+    DagsterEventType.ASSET_OBSERVATION.value: ("AssetObservationData", "asset_observation", "AssetObservation", True),
+    DagsterEventType.ASSET_MATERIALIZATION_PLANNED.value: ("AssetMaterializationPlannedData", None, None, False),
+}
+
+
+def _asset_facts(data: dict[str, Any]) -> tuple[str, str | None, Mapping[str, str]] | None:
+    """(asset key string, partition, tags) of an asset event, read off its JSON; None for any
+    other event, or one whose JSON is not exactly of the shape Dagster 1.13 serializes (then it is
+    deserialized: a shape this misreads would store something else than Dagster)."""
+    event = data.get("dagster_event")
+    if (
+        data.get("__class__") != "EventLogEntry"
+        or not isinstance(event, dict)
+        or event.get("__class__") != "DagsterEvent"
+    ):
+        return None
+    shape = _ASSET_SHAPES.get(event.get("event_type_value"))
+    if shape is None:
+        return None
+    data_class, field, asset_class, with_tags = shape
+    specific = event.get("event_specific_data")
+    if not isinstance(specific, dict) or specific.get("__class__") != data_class:
+        return None
+    holder = specific if field is None else specific.get(field)
+    if not isinstance(holder, dict) or (asset_class is not None and holder.get("__class__") != asset_class):
+        return None
+    key, partition = holder.get("asset_key"), holder.get("partition")
+    path = key.get("path") if isinstance(key, dict) and key.get("__class__") == "AssetKey" else None
+    if not isinstance(path, list) or not all(isinstance(part, str) for part in path):
+        return None
+    if partition is not None and not isinstance(partition, str):
+        return None
+    tags = holder.get("tags") if with_tags else {}
+    if with_tags and tags is None and asset_class == "AssetMaterialization":
+        tags = {}  # Dagster: ``materialization.tags or {}``
+    if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+        return None
+    return AssetKey(path).to_string(), partition, tags
 
 
 Item = EventLogEntry | PlainEvent | EffectEvent
 
 
-def _is_asset_event(entry: EventLogEntry) -> bool:
-    event = entry.dagster_event
-    return event is not None and event.event_type in ASSET_EVENTS and event.asset_key is not None
+def _is_asset_event(item: EffectEvent) -> bool:
+    return item.event_type in ASSET_EVENTS and item.asset_key is not None
 
 
-def _is_check_event(entry: EventLogEntry) -> bool:
-    return entry.dagster_event is not None and entry.dagster_event.event_type in ASSET_CHECK_EVENTS
+def _is_check_event(item: EffectEvent) -> bool:
+    return item.event_type in ASSET_CHECK_EVENTS
+
+
+def _is_run_event(item: EffectEvent) -> bool:
+    return item.event_type in EVENT_TYPE_TO_PIPELINE_RUN_STATUS
 
 
 class EventBatchWriter:
@@ -217,21 +332,34 @@ class EventBatchWriter:
             if isinstance(item, PlainEvent):
                 pending.append(item)
                 continue
-            entry = item.entry if isinstance(item, EffectEvent) else item
-            if self._batches(entry):
-                pending.append(item if isinstance(item, EffectEvent) else EffectEvent.of(item))
-                continue
+            if isinstance(item, EffectEvent):
+                if self._batches(item.event_type, lambda item=item: item.entry):  # type: ignore[misc]
+                    pending.append(item)
+                    continue
+                entry = item.entry
+            else:
+                entry = item
+                if self._batches(entry.dagster_event_type, lambda entry=entry: entry):  # type: ignore[misc]
+                    pending.append(EffectEvent.of(entry))
+                    continue
             self._write(pending)
             pending = []
             self._instance.handle_new_event(entry)
         self._write(pending)
 
-    def _batches(self, entry: EventLogEntry) -> bool:
-        """Whether this writer stores ``entry`` itself (else: ``handle_new_event``)."""
+    def _batches(self, event_type: DagsterEventType | None, entry: Callable[[], EventLogEntry]) -> bool:
+        """Whether this writer stores the event itself (else: ``handle_new_event``); only a
+        run-status event's own data is looked at (``entry``: the deserialized event)."""
         if self._sqlite is None and not self._postgres:
             return False
-        event = entry.dagster_event
-        return event is None or event.event_type not in PIPELINE_EVENTS or self._run_events.batches(event)
+        return event_type not in PIPELINE_EVENTS or self._run_events.batches(entry().get_dagster_event())
+
+    def _stores(self, item: EffectEvent) -> bool:
+        """``DagsterInstance.should_store_event`` (1.13): it refuses only asset-failure events, on a
+        storage that cannot store them; only those are deserialized to ask it."""
+        return item.event_type != DagsterEventType.ASSET_FAILED_TO_MATERIALIZE or self._instance.should_store_event(
+            item.entry
+        )
 
     def _write(self, items: list[PlainEvent | EffectEvent]) -> None:
         storage = self._storage
@@ -241,9 +369,9 @@ class EventBatchWriter:
             for item in items:
                 self._instance.handle_new_event(item.entry() if isinstance(item, PlainEvent) else item.entry)
             return
-        kept = [item for item in items if isinstance(item, PlainEvent) or self._instance.should_store_event(item.entry)]
+        kept = [item for item in items if isinstance(item, PlainEvent) or self._stores(item)]
         rows = [self._row(item) for item in kept]
-        run_events = [item.entry for item in kept if isinstance(item, EffectEvent) and _is_run_event(item.entry)]
+        run_events = [item.entry for item in kept if isinstance(item, EffectEvent) and _is_run_event(item)]
         if self._postgres:
             with self._postgres_engine().begin() as connection:
                 _lock_asset_keys(connection, kept)
@@ -280,10 +408,10 @@ class EventBatchWriter:
         event again leaves the row it left (its values come from the event). PostgreSQL's batch is
         one transaction: its run rows are there whenever its events are.
         """
-        run_events = [entry for entry in stored if _is_run_event(entry)]
+        run_events = [entry for entry in stored if entry.dagster_event_type in EVENT_TYPE_TO_PIPELINE_RUN_STATUS]
         if not run_events:
             return
-        batched = [entry for entry in run_events if self._batches(entry)]
+        batched = [entry for entry in run_events if self._batches(entry.dagster_event_type, lambda entry=entry: entry)]  # type: ignore[misc]
         if self._postgres and len(batched) == len(run_events):
             return
         if self._sqlite is not None and len(batched) == len(run_events):
@@ -299,16 +427,14 @@ class EventBatchWriter:
         storage = self._storage
         assert storage is not None
         if isinstance(item, EffectEvent):
-            entry = item.entry
-            event = entry.dagster_event
             return {
-                "run_id": entry.run_id,
+                "run_id": item.run_id,
                 "event": item.serialized,
-                "dagster_event_type": event.event_type_value if event else None,
-                "timestamp": storage._event_insert_timestamp(entry),
-                "step_key": event.step_key if event else entry.step_key,
-                "asset_key": event.asset_key.to_string() if event and event.asset_key else None,
-                "partition": event.partition if event and event.partition else None,
+                "dagster_event_type": item.event_type.value if item.event_type else None,
+                "timestamp": storage._event_insert_timestamp(item),
+                "step_key": item.step_key,
+                "asset_key": item.asset_key,
+                "partition": item.partition or None,
             }
         return {
             "run_id": item.run_id,
@@ -387,8 +513,7 @@ class EventBatchWriter:
         mirrored = [
             (item, row)
             for item, row in zip(items, rows, strict=True)
-            if isinstance(item, EffectEvent)
-            and (_is_asset_event(item.entry) or _is_check_event(item.entry) or _is_run_event(item.entry))
+            if isinstance(item, EffectEvent) and (_is_asset_event(item) or _is_check_event(item) or _is_run_event(item))
         ]
         if not mirrored:
             return
@@ -415,7 +540,7 @@ class EventBatchWriter:
         assets = [
             (item, event_id)
             for item, event_id in zip(items, ids, strict=True)
-            if isinstance(item, EffectEvent) and _is_asset_event(item.entry)
+            if isinstance(item, EffectEvent) and _is_asset_event(item)
         ]
         if assets:
             self._store_tags(connection, assets)
@@ -424,11 +549,11 @@ class EventBatchWriter:
         # start): the rows in event order, so ids in the order Dagster's inserts would give them.
         planned: list[dict[str, Any]] = []
         for item, event_id in zip(items, ids, strict=True):
-            if not (isinstance(item, EffectEvent) and _is_check_event(item.entry)):
+            if not (isinstance(item, EffectEvent) and _is_check_event(item)):
                 continue
             if not self._lookup("checks", lambda: storage.supports_asset_checks):
                 raise RuntimeError("Asset checks require a database schema migration. Run `dagster instance migrate`.")
-            if item.entry.dagster_event_type == DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED:
+            if item.event_type == DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED:
                 planned += _planned_check_rows(storage, item, event_id)
                 continue
             if planned:
@@ -439,19 +564,22 @@ class EventBatchWriter:
             connection.execute(AssetCheckExecutionsTable.insert(), planned)
 
     def _store_tags(self, connection: db.Connection, assets: list[tuple[EffectEvent, int]]) -> None:
-        """``_store_asset_event_tags``, with the table's existence looked up once, not per batch."""
+        """``_store_asset_event_tags``, with the table's existence looked up once, not per batch.
+
+        The tags are ``_tags_for_asset_event``'s: the event's own tags that Dagster indexes.
+        """
         storage = self._storage
         assert storage is not None
         rows = [
             dict(
                 event_id=event_id,
-                asset_key=item.entry.dagster_event.asset_key.to_string(),  # type: ignore[union-attr]
+                asset_key=item.asset_key,
                 key=key,
                 value=value,
-                event_timestamp=storage._event_insert_timestamp(item.entry),
+                event_timestamp=storage._event_insert_timestamp(item),
             )
             for item, event_id in assets
-            for key, value in storage._tags_for_asset_event(item.entry).items()
+            for key, value in _indexed_tags(storage, item).items()
         ]
         if rows and self._lookup("tags table", lambda: storage.has_table(AssetEventTagsTable.name)):
             connection.execute(AssetEventTagsTable.insert(), rows)
@@ -467,7 +595,8 @@ class EventBatchWriter:
             )
         merged: dict[str, dict[str, Any]] = {}
         for item, event_id in assets:
-            key = item.entry.dagster_event.asset_key.to_string()  # type: ignore[union-attr]
+            key = item.asset_key
+            assert key is not None
             merged.setdefault(key, {}).update(_asset_entry_values(item, event_id, has_index_cols))
         # One multi-row upsert per run of keys (in key order) that set the same columns: a batch's
         # keys set one to three column sets (materialized, planned, observed), so a batch costs a
@@ -508,9 +637,9 @@ def _lock_asset_keys(connection: db.Connection, items: Sequence[PlainEvent | Eff
     """
     keys = sorted(
         {
-            item.entry.dagster_event.asset_key.to_string()  # type: ignore[union-attr]
+            item.asset_key
             for item in items
-            if isinstance(item, EffectEvent) and _is_asset_event(item.entry)
+            if isinstance(item, EffectEvent) and _is_asset_event(item) and item.asset_key is not None
         }
     )
     if not keys:
@@ -522,10 +651,6 @@ def _lock_asset_keys(connection: db.Connection, items: Sequence[PlainEvent | Eff
             index_elements=[AssetKeyTable.c.asset_key], set_={"asset_key": insert.excluded.asset_key}
         )
     )
-
-
-def _is_run_event(entry: EventLogEntry) -> bool:
-    return entry.dagster_event is not None and entry.dagster_event.event_type in EVENT_TYPE_TO_PIPELINE_RUN_STATUS
 
 
 class _RunEvents:
@@ -810,21 +935,24 @@ def _store_check_evaluation(
     connection.execute(table.insert().values(**identity, **values))
 
 
+def _indexed_tags(storage: SqlEventLogStorage, item: EffectEvent) -> dict[str, str]:
+    """``SqlEventLogStorage._tags_for_asset_event`` (1.13) of the event's own tags."""
+    indexed = storage.get_asset_tags_to_index(set(item.asset_tags))
+    return {key: value for key, value in item.asset_tags.items() if key in indexed}
+
+
 def _asset_entry_values(item: EffectEvent, event_id: int, has_index_cols: bool) -> dict[str, Any]:
     """``SqlEventLogStorage._get_asset_entry_values`` (1.13), with the event's text already in hand.
 
     Dagster's serializes the materialization's whole record again for ``last_materialization``;
     here its text is the event's text inside the record's envelope (`_record_text`).
     """
-    entry = item.entry
-    event = entry.dagster_event
-    assert event is not None
-    times = {"last_materialization_timestamp": datetime_from_timestamp(entry.timestamp)} if has_index_cols else {}
-    if event.is_step_materialization:
-        return {"last_materialization": _record_text(item.serialized, event_id), "last_run_id": entry.run_id, **times}
-    if event.is_asset_materialization_planned:
-        return {"last_run_id": entry.run_id, **times}
-    if event.is_asset_observation:
+    times = {"last_materialization_timestamp": datetime_from_timestamp(item.timestamp)} if has_index_cols else {}
+    if item.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+        return {"last_materialization": _record_text(item.serialized, event_id), "last_run_id": item.run_id, **times}
+    if item.event_type == DagsterEventType.ASSET_MATERIALIZATION_PLANNED:
+        return {"last_run_id": item.run_id, **times}
+    if item.event_type == DagsterEventType.ASSET_OBSERVATION:
         return times
     return {}
 

@@ -63,7 +63,7 @@ from dagster._core.events import DagsterEventType
 from dagster._core.events.log import EventLogEntry
 
 from osiris_dagster.remote import relay_protocol as protocol
-from osiris_dagster.remote.event_batches import EffectEvent, EventBatchWriter, PlainEvent
+from osiris_dagster.remote.event_batches import EffectEvent, EventBatchWriter, PlainEvent, parse_event
 from osiris_dagster.secrets import mask_text
 
 log = logging.getLogger(__name__)
@@ -110,8 +110,8 @@ class EventRelay:
         self.seen = self.cursor  # handled in this process (may pass the cursor: see `held`)
         self._run_id = run_id
         self.events_stored = 0
-        # (seq, entry) of the run's terminal event, stored by `release_held`.
-        self.held: tuple[int, EventLogEntry] | None = None
+        # (seq, event) of the run's terminal event, stored by `release_held`.
+        self.held: tuple[int, EffectEvent] | None = None
         # Lines past a held terminal event that a previous relay stored (`reconcile`): not again.
         self._stored_past_held: set[int] = set()
         self.exit_code: int | None = None
@@ -253,17 +253,13 @@ class EventRelay:
                 continue
             if parsed.kind == protocol.EVENT:
                 masked = mask_text(parsed.payload)
-                plain = PlainEvent.parse(masked)
-                if plain is not None:
-                    self._pend(parsed.seq, plain, len(masked))
-                    continue
-                effect = EffectEvent.parse(masked)
-                if effect.entry.dagster_event_type in TERMINAL_EVENTS:
+                event = parse_event(masked)
+                if isinstance(event, EffectEvent) and event.event_type in TERMINAL_EVENTS:
                     self._flush()
-                    self.held = (parsed.seq, effect.entry)
+                    self.held = (parsed.seq, event)
                     self._advance(parsed.seq)  # the persisted cursor stays before it until released
                     continue
-                self._pend(parsed.seq, effect, len(masked))
+                self._pend(parsed.seq, event, len(masked))
                 continue
             self._flush()
             self._advance(parsed.seq)
@@ -301,8 +297,8 @@ class EventRelay:
             self._flush()  # the events printed after it: stored before it, as the stream had them
             if self.held is None:
                 return False
-            seq, entry = self.held
-            self._writer.store([entry])
+            seq, event = self.held
+            self._writer.store([event])
             self.events_stored += 1
             self.held = None
             self._advance(seq)

@@ -784,7 +784,7 @@ class RunSupervisor:
         run = self.instance.get_run_by_id(self.run_id)
         if run is None or run.is_finished:
             return
-        held = relay.held[1].dagster_event_type if relay is not None and relay.held is not None else None
+        held = relay.held[1].event_type if relay is not None and relay.held is not None else None
         copied = self._outcome.download is not None and not self._outcome.error
         if held is not None and (held != DagsterEventType.RUN_SUCCESS or copied):
             relay.release_held()

@@ -37,7 +37,7 @@ from dagster._core.events import DagsterEvent
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus, RunsFilter
 
-from osiris_dagster.remote.event_batches import EffectEvent, EventBatchWriter, PlainEvent
+from osiris_dagster.remote.event_batches import EffectEvent, EventBatchWriter, PlainEvent, _indexed_tags, parse_event
 from osiris_dagster.remote.event_relay import MAX_WAIT_S, READ_SIZE, TERMINAL_EVENTS, EventRelay
 from tests.conftest import REPO
 from tests.remote.relay_streams import instance, new_run, real_runs, worker_lines
@@ -648,3 +648,37 @@ def test_a_failed_write_of_the_deadline_thread_fails_the_next_feed_and_the_log_r
     assert actual["assets"] == expected["assets"]
     assert actual["checks"] == expected["checks"]
     assert actual["runs"] == expected["runs"]
+
+
+def test_asset_events_read_off_their_json_as_dagster_reads_them(runs: list[Any], tmp_path: Path) -> None:
+    """Materializations, observations and planned materializations are not deserialized: what their
+    row and effects need is read off their JSON. For every event of the real runs (partitions, data
+    versions and other tags included) it is what Dagster reads off the deserialized event."""
+    read_off_json = Counter()
+    with instance("sqlite", tmp_path / "host") as target:
+        storage = target.event_log_storage
+        for _, events in runs:
+            for entry in events:
+                parsed = parse_event(serialize_value(entry))
+                if isinstance(parsed, PlainEvent):
+                    continue
+                if "entry" not in parsed.__dict__:
+                    read_off_json[parsed.event_type] += 1
+                event = entry.get_dagster_event()
+                assert parsed.event_type == event.event_type
+                assert (parsed.run_id, parsed.timestamp, parsed.step_key) == (
+                    entry.run_id,
+                    entry.timestamp,
+                    event.step_key,
+                )
+                assert parsed.asset_key == (event.asset_key.to_string() if event.asset_key else None)
+                assert parsed.partition == event.partition
+                assert _indexed_tags(storage, parsed) == storage._tags_for_asset_event(entry)  # type: ignore[attr-defined]
+                assert parsed.entry == entry
+
+    assert set(read_off_json) == {
+        DagsterEventType.ASSET_MATERIALIZATION,
+        DagsterEventType.ASSET_OBSERVATION,
+        DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+    }
+    assert read_off_json[DagsterEventType.ASSET_MATERIALIZATION] >= 10
