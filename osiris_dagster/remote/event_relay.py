@@ -24,8 +24,9 @@ result archive is in the project (`release_held`), so a run that reads SUCCESS h
 one transaction once a chunk comes that is shorter than a full read of the stream (`READ_SIZE`:
 what was there was all there was, the burst is over), once the oldest of them has waited
 `MAX_WAIT_S`, or once `BATCH_LINES` / `BATCH_BYTES` of them are pending — and always before a
-control line, the terminal event, `close`, `reconnected`, `catch_up`, `reconcile`, `release_held`
-and `flush` (what the supervisor calls before reading the run back). Why: a demo run's 99 events
+control line, `close`, `reconnected`, `catch_up`, `reconcile`, `release_held` and `flush` (what
+the supervisor calls before reading the run back). The held terminal event does not end a batch:
+the events before and after it go together, and it is written alone at its release. Why: a demo run's 99 events
 (~2 KB each) came as ~8 chunks of 32 KiB, so ~8 transactions a run — on SQLite up to three fsynced
 commits each, on PostgreSQL ~30 statements — and the demo mix of ``bench/relay.py`` stayed at
 ~1,360 events/s on either storage against targets of 2,000 (SQLite) and 5,000 (PostgreSQL). The
@@ -115,8 +116,9 @@ class EventRelay:
         # Lines past a held terminal event that a previous relay stored (`reconcile`): not again.
         self._stored_past_held: set[int] = set()
         self.exit_code: int | None = None
-        # Coalescing: events handled but not yet written, in line order, past `seen`.
-        self._pending: list[tuple[int, PlainEvent | EffectEvent]] = []
+        # Coalescing: events handled but not yet written, in line order, past `seen` (None: the
+        # held terminal event's place).
+        self._pending: list[tuple[int, PlainEvent | EffectEvent | None]] = []
         self._pending_bytes = 0
         self._pending_since = 0.0  # monotonic: when the oldest pending line arrived
         self._arrival = 0.0  # monotonic: when the chunk being handled arrived
@@ -218,7 +220,7 @@ class EventRelay:
             error, self._failure = self._failure, None
             raise error
 
-    def _pend(self, seq: int, item: PlainEvent | EffectEvent, size: int) -> None:
+    def _pend(self, seq: int, item: PlainEvent | EffectEvent | None, size: int) -> None:
         if not self._pending:
             self._pending_since = self._arrival
         self._pending.append((seq, item))
@@ -255,9 +257,10 @@ class EventRelay:
                 masked = mask_text(parsed.payload)
                 event = parse_event(masked)
                 if isinstance(event, EffectEvent) and event.event_type in TERMINAL_EVENTS:
-                    self._flush()
+                    # Held: it keeps its place in the batch (the events around it go in one
+                    # transaction) but is written by `release_held`; the cursor stays before it.
                     self.held = (parsed.seq, event)
-                    self._advance(parsed.seq)  # the persisted cursor stays before it until released
+                    self._pend(parsed.seq, None, 0)
                     continue
                 self._pend(parsed.seq, event, len(masked))
                 continue
@@ -274,8 +277,10 @@ class EventRelay:
         if not self._pending:
             return
         batch, self._pending, self._pending_bytes = self._pending, [], 0
-        self._writer.store([entry for _, entry in batch])
-        self.events_stored += len(batch)
+        items = [item for _, item in batch if item is not None]
+        if items:
+            self._writer.store(items)
+            self.events_stored += len(items)
         self._advance(batch[-1][0])
 
     def _advance(self, seq: int) -> None:
