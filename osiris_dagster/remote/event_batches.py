@@ -55,7 +55,8 @@ batches made ~50 a run): ``asset_keys`` gets one multi-row upsert per run of ass
 order) that set the same columns, with the values of the batch's events merged in relay order
 (the row an event-by-event upsert would leave) — in key order so that two relays' transactions
 never lock the same keys in opposite orders (a deadlock on PostgreSQL); a run's row is read once
-and written once per batch, however many of its run events the batch holds. Schema facts (tables,
+and written once per batch, however many of its run events the batch holds; on PostgreSQL a run
+of check evaluations is one ``UPDATE ... FROM (VALUES ...)`` (`_store_check_evaluations`). Schema facts (tables,
 index columns, check support) are looked up once per storage object, not per run (`_SCHEMA_FACTS`:
 on PostgreSQL each costs Dagster a connection).
 
@@ -76,6 +77,7 @@ import json
 import threading
 import time
 import weakref
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -547,21 +549,82 @@ class EventBatchWriter:
             self._store_asset_keys(connection, assets)
         # Planned checks' rows in one statement per run of them (a run plans all its checks at its
         # start): the rows in event order, so ids in the order Dagster's inserts would give them.
+        # Evaluations, on PostgreSQL, in one update per run of them (`_store_check_evaluations`).
         planned: list[dict[str, Any]] = []
+        evaluations: list[tuple[EffectEvent, int]] = []
         for item, event_id in zip(items, ids, strict=True):
             if not (isinstance(item, EffectEvent) and _is_check_event(item)):
                 continue
             if not self._lookup("checks", lambda: storage.supports_asset_checks):
                 raise RuntimeError("Asset checks require a database schema migration. Run `dagster instance migrate`.")
             if item.event_type == DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED:
+                self._store_check_evaluations(connection, evaluations)
+                evaluations = []
                 planned += _planned_check_rows(storage, item, event_id)
                 continue
             if planned:
                 connection.execute(AssetCheckExecutionsTable.insert(), planned)
                 planned = []
-            _store_check_evaluation(storage, connection, item, event_id)
+            evaluations.append((item, event_id))
+        self._store_check_evaluations(connection, evaluations)
         if planned:
             connection.execute(AssetCheckExecutionsTable.insert(), planned)
+
+    def _store_check_evaluations(self, connection: db.Connection, evaluations: list[tuple[EffectEvent, int]]) -> None:
+        """Consecutive ASSET_CHECK_EVALUATIONs as ``store_asset_check_event`` stores them one by one.
+
+        On PostgreSQL, where each statement is a round trip (the demo run's five evaluations were
+        five), evaluations of distinct checks (key, check, run, partition) are one
+        ``UPDATE ... FROM (VALUES ...) RETURNING`` — the planned row each updates, as Dagster's
+        update would, and the refusal of more than one — and one insert of those that had none.
+        Two evaluations of one check in a run of them go one by one (the second updates the
+        first's row).
+        """
+        storage = self._storage
+        assert storage is not None
+        rows = [_check_evaluation_row(storage, item, event_id) for item, event_id in evaluations]
+        identities = {(row["asset_key"], row["check_name"], row["run_id"], row["partition"]) for _, row in rows}
+        if not self._postgres or len(rows) < 2 or len(identities) < len(rows) or not all(run for run, _ in rows):
+            for item, event_id in evaluations:
+                _store_check_evaluation(storage, connection, item, event_id)
+            return
+        table = AssetCheckExecutionsTable
+        given = db.values(
+            db.column("position", db.Integer),
+            *(db.column(column.name, column.type) for column in _CHECK_EVALUATION_COLUMNS),
+            name="evaluation",
+        ).data(
+            [(position, *(row[c.name] for c in _CHECK_EVALUATION_COLUMNS)) for position, (_, row) in enumerate(rows)]
+        )
+        updated = Counter(
+            connection.execute(
+                table.update()
+                .where(
+                    table.c.asset_key == given.c.asset_key,
+                    table.c.check_name == given.c.check_name,
+                    table.c.run_id == given.c.run_id,
+                    table.c.partition.is_not_distinct_from(given.c.partition),
+                )
+                .values(
+                    {
+                        table.c[c.name]: db.cast(given.c[c.name], c.type)
+                        for c in _CHECK_EVALUATION_COLUMNS
+                        if c.name not in ("asset_key", "check_name", "run_id")
+                    }
+                )
+                .returning(given.c.position)
+            ).scalars()
+        )
+        for position, count in updated.items():
+            if count > 1:
+                evaluation = evaluations[position][0].entry.get_dagster_event().event_specific_data
+                raise RuntimeError(
+                    f"Updated {count} rows for asset check evaluation {evaluation.asset_check_key} "  # type: ignore[union-attr]
+                    "as a result of duplicate AssetCheckPlanned events."
+                )
+        missing = [row for position, (_, row) in enumerate(rows) if position not in updated]
+        if missing:
+            connection.execute(table.insert(), missing)
 
     def _store_tags(self, connection: db.Connection, assets: list[tuple[EffectEvent, int]]) -> None:
         """``_store_asset_event_tags``, with the table's existence looked up once, not per batch.
@@ -881,15 +944,38 @@ def _planned_check_rows(storage: SqlEventLogStorage, item: EffectEvent, event_id
     ]
 
 
-def _store_check_evaluation(
-    storage: SqlEventLogStorage, connection: db.Connection, item: EffectEvent, event_id: int
-) -> None:
-    """``SqlEventLogStorage.store_asset_check_event`` (1.13) of an ASSET_CHECK_EVALUATION, on the batch's connection."""
+# The columns an ASSET_CHECK_EVALUATION writes (`_check_evaluation_row`).
+_CHECK_EVALUATION_COLUMNS = [
+    AssetCheckExecutionsTable.c[name]
+    for name in (
+        "asset_key",
+        "check_name",
+        "run_id",
+        "partition",
+        "execution_status",
+        "evaluation_event",
+        "evaluation_event_timestamp",
+        "evaluation_event_storage_id",
+        "materialization_event_storage_id",
+    )
+]
+
+
+def _check_evaluation_row(storage: SqlEventLogStorage, item: EffectEvent, event_id: int) -> tuple[bool, dict[str, Any]]:
+    """(whether Dagster updates a planned row first: the event has a run id, the row's values)."""
     entry = item.entry
-    event = entry.get_dagster_event()
-    table = AssetCheckExecutionsTable
+    values, identity = _check_evaluation_values(storage, item, event_id)
+    return bool(entry.run_id), {**identity, **values}
+
+
+def _check_evaluation_values(
+    storage: SqlEventLogStorage, item: EffectEvent, event_id: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The values ``store_asset_check_event`` (1.13) writes for an ASSET_CHECK_EVALUATION, and the
+    check execution's identity (key, check, run)."""
+    entry = item.entry
+    evaluation = entry.get_dagster_event().event_specific_data
     timestamp = storage._event_insert_timestamp(entry)
-    evaluation = event.event_specific_data
     values = dict(
         execution_status=(
             AssetCheckExecutionRecordStatus.SUCCEEDED.value
@@ -911,6 +997,17 @@ def _store_check_evaluation(
         check_name=evaluation.check_name,  # type: ignore[union-attr]
         run_id=entry.run_id,
     )
+    return values, identity
+
+
+def _store_check_evaluation(
+    storage: SqlEventLogStorage, connection: db.Connection, item: EffectEvent, event_id: int
+) -> None:
+    """``SqlEventLogStorage.store_asset_check_event`` (1.13) of an ASSET_CHECK_EVALUATION, on the batch's connection."""
+    entry = item.entry
+    evaluation = entry.get_dagster_event().event_specific_data
+    table = AssetCheckExecutionsTable
+    values, identity = _check_evaluation_values(storage, item, event_id)
     if entry.run_id:
         partition_clause = (
             table.c.partition.is_(None) if evaluation.partition is None else table.c.partition == evaluation.partition  # type: ignore[union-attr]
