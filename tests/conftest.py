@@ -23,6 +23,32 @@ MARIADB_START = "start-stop-daemon --start --oknodo --background --exec /usr/sbi
 POSTGRES_START = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
 
 
+def add_counting_pipeline(project: Path, name: str, rows: int) -> None:
+    """A pipeline ``name`` whose one extract counts to ``rows`` in SQLite: a run that takes a while
+    (40,000,000 rows: a few seconds idle), to act on while it runs. Its writer writes
+    ``output/count.csv``."""
+    (project / "assets" / f"{name.replace('-', '_')}.yaml").write_text(
+        f"""\
+oml_version: "0.1.0"
+name: {name}
+description: One deliberately slow SQLite query, to act on a run while it runs.
+steps:
+- id: extract-count
+  component: sql.extractor
+  mode: read
+  config:
+    connection: "@sqlite.movies"
+    query: >-
+      WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {rows}) SELECT count(*) AS n FROM c
+- id: write-count
+  component: filesystem.csv_writer
+  mode: write
+  needs: ["extract-count"]
+  config: {{path: output/count.csv}}
+"""
+    )
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A copy of the repository's project files (assets/, resources/, workspace.yaml) in a temp dir."""

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import add_counting_pipeline
 from tests.e2e.test_dagster_dev import graphql, start_ui
 
 EXIT_WITHIN_SECONDS = 10
@@ -40,23 +41,6 @@ mutation($location: String!) {
 # ours runs, and Dagster's code server lets a run in flight finish before it exits, so that run is
 # a bounded one (~8 s on an idle machine).
 RUN_LENGTH = {signal.SIGINT: 2_000_000_000, signal.SIGTERM: 2_000_000_000, signal.SIGKILL: 40_000_000}
-COUNT_PIPELINE = """\
-oml_version: "0.1.0"
-name: long-count
-steps:
-- id: extract-count
-  component: sql.extractor
-  mode: read
-  config:
-    connection: "@sqlite.movies"
-    query: >-
-      WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {rows}) SELECT count(*) AS n FROM c
-- id: write-count
-  component: filesystem.csv_writer
-  mode: write
-  needs: ["extract-count"]
-  config: {{path: output/count.csv}}
-"""
 
 
 def _status_past_start(port: int, run_id: str) -> str | None:
@@ -140,7 +124,7 @@ def test_ui_exits_within_10_seconds_of_a_stop_signal_and_leaves_no_process(
 ) -> None:
     home = Path(clean_env["DAGSTER_HOME"])
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    (project / "assets" / "long_count.yaml").write_text(COUNT_PIPELINE.format(rows=RUN_LENGTH[stop]))
+    add_counting_pipeline(project, "long-count", RUN_LENGTH[stop])
     ui, port, log = start_ui(project, clean_env)
     try:
         wait_for("the assets in the UI", lambda: graphql(port, "{ assetNodes { id } }")["data"]["assetNodes"], ui, log)

@@ -21,26 +21,7 @@ import yaml
 from dagster import DagsterInstance
 
 from osiris_dagster.sandbox_server import LocalSandboxServer
-from tests.conftest import dagster_bin
-
-SLOW_PIPELINE = """\
-oml_version: "0.1.0"
-name: slow-count
-description: One deliberately slow SQLite query (a few seconds), to act on a run while it runs.
-steps:
-- id: extract-count
-  component: sql.extractor
-  mode: read
-  config:
-    connection: "@sqlite.movies"
-    query: >-
-      WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 40000000) SELECT count(*) AS n FROM c
-- id: write-count
-  component: filesystem.csv_writer
-  mode: write
-  needs: ["extract-count"]
-  config: {path: output/count.csv}
-"""
+from tests.conftest import add_counting_pipeline, dagster_bin
 
 
 @pytest.fixture(scope="session")
@@ -134,7 +115,8 @@ def daemon(project: Path, remote_home) -> Iterator[tuple[_Daemon, dict[str, str]
 
 
 def add_slow_pipeline(project: Path) -> None:
-    (project / "assets" / "slow_count.yaml").write_text(SLOW_PIPELINE)
+    """Job ``slow_count``: a run that lasts a few seconds (`tests.conftest.add_counting_pipeline`)."""
+    add_counting_pipeline(project, "slow-count", 40_000_000)
 
 
 def dagster_launch(project: Path, env: dict[str, str], job: str = "movies_to_csv", extra: tuple[str, ...] = ()) -> str:
