@@ -601,8 +601,11 @@ def test_a_line_waits_for_its_batch_at_most_the_coalescing_bound(runs: list[Any]
     waits = [next(when for when, count in stored if count >= seq) - arrived[seq - 1] for seq in stored_seqs]
     assert stored[-1][1] > len(lines) * 0.9  # nearly all stored while the trickle went on
     # Bounded: a wait includes the write and the feeding loop's own delays (measured: median 26 ms,
-    # max 48 ms at load 3; 38 / 67 ms at load 6), never the trickle's length (400 feeds, 2 ms apart).
-    assert trickle_s > 0.75 and max(waits) < 0.3, (
+    # max 48 ms at load 3; 38 / 67 ms at load 6), never the trickle's length (~200 feeds, 2 ms
+    # apart: 0.6-1 s). Held against the trickle, not a fixed time: on a loaded machine both
+    # stretch, and a relay that held its lines until the stream drained would wait about the
+    # trickle's whole length.
+    assert trickle_s > 10 * MAX_WAIT_S and max(waits) < trickle_s / 4, (
         trickle_s,
         sorted(waits)[len(waits) // 2],
         max(waits),
