@@ -200,6 +200,16 @@ def test_relayed_batches_read_back_exactly_as_dagster_stores_them(
     assert actual["stats"] == expected["stats"]
 
 
+def _feed_in_chunks(relay: EventRelay, lines: str, chunk: int, pause_s: float = 0.0) -> None:
+    """Feed ``lines`` as a supervisor's stream does (chunks of ``chunk``), then end and release."""
+    for start in range(0, len(lines), chunk):
+        relay.feed(lines[start : start + chunk])
+        if pause_s:
+            time.sleep(pause_s)
+    relay.close()
+    relay.release_held()
+
+
 def _relay_stores(target: DagsterInstance, runs: list[Any], cursors: Path) -> None:
     """The runs' events as a supervisor's relay stores them: worker lines in 32 KiB chunks, the held
     terminal event released at the end."""
@@ -207,11 +217,7 @@ def _relay_stores(target: DagsterInstance, runs: list[Any], cursors: Path) -> No
     for run, events in runs:
         new_run(target, run)
         relay = EventRelay(target, run.run_id, cursors / run.run_id)
-        lines = worker_lines(events)
-        for start in range(0, len(lines), 32 * 1024):
-            relay.feed(lines[start : start + 32 * 1024])
-        relay.close()
-        relay.release_held()
+        _feed_in_chunks(relay, worker_lines(events), READ_SIZE)
 
 
 @pytest.mark.parametrize("storage", STORAGES)
@@ -519,14 +525,6 @@ def test_a_relay_outlives_postgres_dropping_its_pooled_connections(
 # -- coalescing: chunks wait for the quiet window, a thread of the relay writes them --------------
 
 
-def _feed_slowly(relay: EventRelay, lines: str, chunk: int, pause_s: float) -> None:
-    for start in range(0, len(lines), chunk):
-        relay.feed(lines[start : start + chunk])
-        time.sleep(pause_s)
-    relay.close()
-    relay.release_held()
-
-
 @pytest.mark.parametrize("storage", STORAGES)
 def test_two_runs_relayed_in_one_process_by_their_deadlines_lose_and_double_nothing(
     storage: str, runs: list[Any], tmp_path: Path
@@ -550,7 +548,8 @@ def test_two_runs_relayed_in_one_process_by_their_deadlines_lose_and_double_noth
         try:
             threads = [
                 threading.Thread(
-                    target=_feed_slowly, args=(relay, worker_lines(streams[relay._run_id]), READ_SIZE, 2 * MAX_WAIT_S)
+                    target=_feed_in_chunks,
+                    args=(relay, worker_lines(streams[relay._run_id]), READ_SIZE, 2 * MAX_WAIT_S),
                 )
                 for relay in relays
             ]
