@@ -43,7 +43,7 @@ import pyarrow as pa
 
 from osiris_dagster.runs.scratch import scratch_path
 from osiris_dagster.staging import ExtractedTable, StagedBatch, StagedBatchReader
-from osiris_dagster.targets.csv_writer import CsvOptions, CsvWriteResult, write_csv
+from osiris_dagster.targets.csv_writer import CsvOptions, CsvWriteResult, replace_target, write_csv
 
 __all__ = ["CsvPlan", "CsvPreparation", "adopt_prepared"]
 
@@ -149,7 +149,7 @@ def adopt_prepared(plan: CsvPlan, table: ExtractedTable) -> CsvWriteResult | Non
         receipt = json.loads(plan.receipt.read_text())
         size = receipt.pop("bytes")
         if receipt == plan.identity(table) and plan.prepared.stat().st_size == size:
-            os.replace(plan.prepared, plan.target)
+            replace_target(plan.prepared, plan.target)
             adopted = CsvWriteResult(path=plan.target, rows=table.rows, bytes=size)
     except (FileNotFoundError, ValueError, KeyError, AttributeError):
         pass

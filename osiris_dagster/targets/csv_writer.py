@@ -18,6 +18,8 @@ from __future__ import annotations
 import codecs
 import contextlib
 import os
+import stat
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,7 +38,7 @@ from osiris_dagster.formats.csv_values import (
 )
 from osiris_dagster.runs.scratch import scratch_path
 
-__all__ = ["CsvEncodingError", "CsvOptions", "CsvWriteResult", "write_csv"]
+__all__ = ["CsvEncodingError", "CsvOptions", "CsvWriteResult", "replace_target", "write_csv"]
 
 # Formatting works on slices of at most this much Arrow data: small enough that a few slices in
 # flight (plus their text and the kernels' intermediates) stay a few tens of MB, far below the
@@ -100,12 +102,41 @@ def write_csv(
                     progress(rows)
             if encode is not _utf8:
                 out.write(encode("", True))  # let a stateful encoder flush what it holds
-        os.replace(temp, target)
+        replace_target(temp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
         raise
     return CsvWriteResult(path=target, rows=rows, bytes=target.stat().st_size)
+
+
+def replace_target(source: Path, target: Path) -> None:
+    """``os.replace(source, target)``, without waiting for the kernel to free the old target's pages.
+
+    Renaming over a file frees its page cache inside the rename: 0.07 s for a 180 MB file and 0.35 s
+    for 920 MB on the 2-core benchmark machine (the 1M / 5M-row benchmark CSVs), on the write
+    step's path every time a run rewrites its CSV. Holding the old file open across the rename
+    leaves that work to the last close, which a daemon thread does (``os.close`` releases the GIL)
+    while the run goes on. If the process ends first, the kernel frees the pages at exit, as before.
+    POSIX only: elsewhere an open target cannot be replaced.
+    """
+    old = _open_regular(target) if os.name == "posix" else None
+    try:
+        os.replace(source, target)
+    finally:
+        if old is not None:
+            threading.Thread(target=os.close, args=(old,), name="csv-old-target", daemon=True).start()
+
+
+def _open_regular(path: Path) -> int | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: a FIFO never blocks the open
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
 
 
 def _slices(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:

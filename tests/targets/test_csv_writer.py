@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from osiris_dagster.targets import csv_writer
-from osiris_dagster.targets.csv_writer import CsvEncodingError, CsvOptions, write_csv
+from osiris_dagster.targets.csv_writer import CsvEncodingError, CsvOptions, replace_target, write_csv
 
 # Staged tables are text (each cell as the source printed it); the writer only quotes.
 SCHEMA = pa.schema([(name, pa.string()) for name in ("id", "title", "rating", "created_at", "is_active")])
@@ -132,3 +134,25 @@ def test_a_batch_with_the_wrong_shape_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="1 columns"):
         write_csv([other], SCHEMA, tmp_path / "x.csv", CsvOptions())
     assert files_in(tmp_path) == []
+
+
+def test_a_rewrite_replaces_the_old_file_and_lets_go_of_it(tmp_path: Path) -> None:
+    target = tmp_path / "out.csv"
+    target.write_bytes(b"old\n" * 1000)
+    open_before = len(list(Path("/proc/self/fd").iterdir()))
+    write_csv([batch(ROWS)], SCHEMA, target, CsvOptions())
+    assert target.read_bytes().startswith(b"id,title,rating,created_at,is_active\n1,")
+    # The old file is held open across the rename and closed on a background thread.
+    deadline = time.monotonic() + 5
+    while len(list(Path("/proc/self/fd").iterdir())) > open_before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(list(Path("/proc/self/fd").iterdir())) == open_before
+
+
+def test_a_fifo_at_the_target_is_replaced_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    target = tmp_path / "out.csv"
+    os.mkfifo(target)
+    source = tmp_path / "new.csv"
+    source.write_bytes(b"new\n")
+    replace_target(source, target)
+    assert target.read_bytes() == b"new\n" and not source.exists()
