@@ -16,10 +16,11 @@ for the writer's life (SQLite: one engine per database file; PostgreSQL: one sma
 for the process, `_postgres_engine`) — Dagster's own engines connect, and on SQLite checkpoint the
 WAL on close, for every statement:
 
-* **PostgreSQL**: ONE transaction for everything — the ``event_logs`` rows in relay order (one
-  ``INSERT ... RETURNING id`` for all of them: the ids key the asset and check tables), the
+* **PostgreSQL**: ONE transaction for everything — the ``event_logs`` rows in relay order (their
+  ids taken from the table's sequence first: the ids key the asset and check tables), the
   ``asset_event_tags``, the ``asset_keys`` index, the ``asset_check_executions``, and the
-  ``runs`` row of run-status events when run storage is the same database. A batch is
+  ``runs`` row of run-status events when run storage is the same database — as SQL text sent in
+  two round trips besides BEGIN and COMMIT (`postgres_batch`, `_write_postgres`). A batch is
   all-or-nothing; a relay that dies mid-batch stores it again from its cursor.
 * **SQLite** (a shard per run, the ``index`` shard, ``runs.db``): the index shard's transaction
   first (mirror rows of asset, check and run-status events, tags, ``asset_keys``, check
@@ -47,18 +48,18 @@ runs took before. Effects follow Dagster 1.13's
 ``store_event`` of each storage: tags through Dagster's ``_store_asset_event_tags``, the values of
 ``asset_keys`` as ``_get_asset_entry_values`` makes them, the check execution rows as
 ``store_asset_check_event`` writes them, the run row as run storage's ``handle_run_event``
-updates it (`_handle_run_events`: status, body, start/end time, update time, failure-reason tag)
+updates it (`_RunRowChange`: status, body, start/end time, update time, failure-reason tag)
 — written here only because Dagster's functions open connections of their own, outside the
-batch's transaction. Written with Dagster's SQLAlchemy table objects, and in as few statements
-as the rows allow, because on PostgreSQL a statement is a round trip (~0.7 ms; the demo run's
-batches made ~50 a run): ``asset_keys`` gets one multi-row upsert per run of asset keys (in key
-order) that set the same columns, with the values of the batch's events merged in relay order
-(the row an event-by-event upsert would leave) — in key order so that two relays' transactions
-never lock the same keys in opposite orders (a deadlock on PostgreSQL); a run's row is read once
-and written once per batch, however many of its run events the batch holds; on PostgreSQL a run
-of check evaluations is one ``UPDATE ... FROM (VALUES ...)`` (`_store_check_evaluations`). Schema facts (tables,
-index columns, check support) are looked up once per storage object, not per run (`_SCHEMA_FACTS`:
-on PostgreSQL each costs Dagster a connection).
+batch's transaction. Written in as few statements as the rows allow (SQLite: with Dagster's
+SQLAlchemy table objects; PostgreSQL: as SQL text on the same tables, `postgres_batch`):
+``asset_keys`` gets one multi-row upsert per run of asset keys (in key order) that set the same
+columns, with the values of the batch's events merged in relay order (the row an event-by-event
+upsert would leave) — in key order so that two relays' transactions never lock the same keys in
+opposite orders (a deadlock on PostgreSQL); a run's row is read once and written once per batch,
+however many of its run events the batch holds; on PostgreSQL a run of check evaluations is one
+statement (`_store_check_evaluations_postgres`). Schema facts (tables, index columns, check
+support, the events' id sequence) are looked up once per storage object, not per run
+(`_SCHEMA_FACTS`: on PostgreSQL each costs Dagster a connection).
 
 Through ``handle_new_event``, one by one, after everything before them is committed: a
 RUN_FAILURE when run retries are enabled (Dagster then decides the retry and tags the run), run
@@ -77,13 +78,12 @@ import json
 import threading
 import time
 import weakref
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as db
 from dagster import AssetKey, DagsterInstance, deserialize_value, serialize_value
@@ -116,7 +116,9 @@ from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster._core.storage.tags import RUN_FAILURE_REASON_TAG
 from dagster._time import datetime_from_timestamp
 from dagster._utils.merger import merge_dicts
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
+
+from osiris_dagster.remote.postgres_batch import PostgresBatch, id_sequence
 
 # Types whose storing does more than insert their row (asset index, checks, run status, wipes).
 _EFFECT_TYPES = frozenset(
@@ -292,6 +294,7 @@ def _asset_facts(data: dict[str, Any]) -> tuple[str, str | None, Mapping[str, st
 
 
 Item = EventLogEntry | PlainEvent | EffectEvent
+_Fact = TypeVar("_Fact")
 
 
 def _is_asset_event(item: EffectEvent) -> bool:
@@ -375,12 +378,7 @@ class EventBatchWriter:
         rows = [self._row(item) for item in kept]
         run_events = [item.entry for item in kept if isinstance(item, EffectEvent) and _is_run_event(item)]
         if self._postgres:
-            with self._postgres_engine().begin() as connection:
-                _lock_asset_keys(connection, kept)
-                ids = _insert(connection, rows)
-                self._store_effects(connection, kept, ids)
-                if run_events:
-                    self._run_events.apply(connection, run_events, self._lookup)
+            self._write_postgres(kept, rows, run_events)
             return
         if self._sqlite is not None:
             self._store_index_shard(kept, rows)
@@ -396,6 +394,86 @@ class EventBatchWriter:
             # After the run shard's rows, as Dagster orders them (``store_event``, then
             # ``handle_run_event``): a run never reads SUCCESS without its RUN_SUCCESS event.
             self._apply_run_row_effects(run_events)
+
+    def _write_postgres(
+        self, items: list[PlainEvent | EffectEvent], rows: list[dict[str, Any]], run_events: list[EventLogEntry]
+    ) -> None:
+        """The batch in one transaction, its statements sent in as few round trips as their answers
+        allow (`postgres_batch`): the events' ids, the lock and the run rows in one, the rest in one."""
+        if not items:
+            return
+        storage = self._storage
+        assert storage is not None
+        assets = [item for item in items if isinstance(item, EffectEvent) and _is_asset_event(item)]
+        numbered = bool(assets) or any(isinstance(item, EffectEvent) and _is_check_event(item) for item in items)
+        with self._postgres_engine().begin() as connection:
+            sequence = self._lookup("event id sequence", lambda: id_sequence(connection, SqlEventLogStorageTable))
+            batch = PostgresBatch(connection, sequence)
+            run_rows = batch.claim(
+                rows if numbered else [],
+                lock_keys=sorted({item.asset_key for item in assets if item.asset_key is not None}),
+                run_ids=sorted({entry.run_id for entry in run_events}),
+            )
+            batch.insert(SqlEventLogStorageTable, rows)
+            ids = [row.get("id") for row in rows]
+            asset_ids = [
+                (item, event_id)
+                for item, event_id in zip(items, ids, strict=True)
+                if isinstance(item, EffectEvent) and _is_asset_event(item)
+            ]
+            if asset_ids:
+                tags = _tag_rows(storage, asset_ids)
+                if tags and self._lookup("tags table", lambda: storage.has_table(AssetEventTagsTable.name)):
+                    batch.insert(AssetEventTagsTable, tags)
+                has_index_cols = self._lookup("index cols", lambda: storage.has_secondary_index(ASSET_KEY_INDEX_COLS))
+                for columns, key_rows in _asset_key_upserts(asset_ids, has_index_cols, with_empty=True):
+                    batch.upsert(AssetKeyTable, key_rows, key="asset_key", update=columns)
+            if run_events:
+                self._run_events.apply_postgres(batch, run_events, run_rows, self._lookup)
+            for planned, evaluations in self._check_steps(items, ids):
+                batch.insert(AssetCheckExecutionsTable, planned)
+                if evaluations:
+                    self._store_check_evaluations_postgres(batch, evaluations)
+            batch.send()
+
+    def _store_check_evaluations_postgres(
+        self, batch: PostgresBatch, evaluations: list[tuple[EffectEvent, int]]
+    ) -> None:
+        """Consecutive ASSET_CHECK_EVALUATIONs as ``store_asset_check_event`` stores them one by one:
+        each updates its check's planned row (refusing more than one) or is inserted.
+
+        One statement for a run of them (`PostgresBatch.update_else_insert`; the demo run's five
+        evaluations were five round trips once). An evaluation of a check already evaluated in the
+        run of them starts a new statement: it must see the first one's row.
+        """
+        storage = self._storage
+        assert storage is not None
+        groups: list[list[tuple[EffectEvent, bool, dict[str, Any]]]] = [[]]
+        identities: set[tuple[Any, ...]] = set()
+        for item, event_id in evaluations:
+            try_update, row = _check_evaluation_row(storage, item, event_id)
+            identity = (row["asset_key"], row["check_name"], row["run_id"], row["partition"])
+            if identity in identities:
+                groups.append([])
+                identities.clear()
+            identities.add(identity)
+            groups[-1].append((item, try_update, row))
+        for group in groups:
+            if not group:
+                continue
+            updated = batch.update_else_insert(
+                AssetCheckExecutionsTable,
+                [row for _, _, row in group],
+                identity=("asset_key", "check_name", "run_id"),
+                null_safe=("partition",),
+                try_update=[try_update for _, try_update, _ in group],
+            )
+            for position, count in sorted(updated.items()):
+                evaluation = group[position][0].entry.get_dagster_event().event_specific_data
+                raise RuntimeError(
+                    f"Updated {count} rows for asset check evaluation {evaluation.asset_check_key} "  # type: ignore[union-attr]
+                    "as a result of duplicate AssetCheckPlanned events."
+                )
 
     def _apply_run_row_effects(self, run_events: list[EventLogEntry]) -> None:
         with self._shared_engine("runs", self._run_events.new_sqlite_engine).begin() as connection:
@@ -471,15 +549,16 @@ class EventBatchWriter:
                 engines[name] = create()
             return engines[name]
 
-    def _lookup(self, name: str, look_up: Callable[[], bool]) -> bool:
-        """A schema fact (has this table, this index): looked up once per storage, not per batch.
+    def _lookup(self, name: str, look_up: Callable[[], _Fact]) -> _Fact:
+        """A schema fact (has this table, this index, the events' id sequence): looked up once per
+        storage, not per batch.
 
         Like Dagster's own caches of such facts, for the process's life: a schema migrated under a
         running supervisor is seen by its next process.
         """
         if name not in self._lookups:
             self._lookups[name] = look_up()
-        return self._lookups[name]
+        return self._lookups[name]  # type: ignore[no-any-return]
 
     def _postgres_engine(self) -> db.Engine:
         storage = self._storage
@@ -533,7 +612,7 @@ class EventBatchWriter:
             ids = _insert(connection, [row for _, row in todo])
             self._store_effects(connection, entries, ids)
 
-    # -- effects (both storages) -----------------------------------------------------------
+    # -- effects (SQLite's; PostgreSQL's are `_write_postgres`) ------------------------------------
     def _store_effects(
         self, connection: db.Connection, items: Sequence[PlainEvent | EffectEvent], ids: Sequence[int]
     ) -> None:
@@ -545,184 +624,107 @@ class EventBatchWriter:
             if isinstance(item, EffectEvent) and _is_asset_event(item)
         ]
         if assets:
-            self._store_tags(connection, assets)
-            self._store_asset_keys(connection, assets)
-        # Planned checks' rows in one statement per run of them (a run plans all its checks at its
-        # start): the rows in event order, so ids in the order Dagster's inserts would give them.
-        # Evaluations, on PostgreSQL, in one update per run of them (`_store_check_evaluations`).
-        planned: list[dict[str, Any]] = []
-        evaluations: list[tuple[EffectEvent, int]] = []
+            tags = _tag_rows(storage, assets)
+            if tags and self._lookup("tags table", lambda: storage.has_table(AssetEventTagsTable.name)):
+                connection.execute(AssetEventTagsTable.insert(), tags)
+            has_index_cols = self._lookup(
+                "index cols", lambda: storage._has_asset_key_index_cols_on_connection(connection)
+            )
+            for columns, rows in _asset_key_upserts(assets, has_index_cols, with_empty=False):
+                upsert = sqlite.insert(AssetKeyTable).values(rows)
+                connection.execute(
+                    upsert.on_conflict_do_update(
+                        index_elements=[AssetKeyTable.c.asset_key],
+                        set_={column: upsert.excluded[column] for column in columns},
+                    )
+                )
+        for planned, evaluations in self._check_steps(items, ids):
+            if planned:
+                connection.execute(AssetCheckExecutionsTable.insert(), planned)
+            for item, event_id in evaluations:
+                _store_check_evaluation(storage, connection, item, event_id)
+
+    def _check_steps(
+        self, items: Sequence[PlainEvent | EffectEvent], ids: Sequence[int | None]
+    ) -> list[tuple[list[dict[str, Any]], list[tuple[EffectEvent, int]]]]:
+        """The batch's check events as steps, in event order: (planned rows, []) for a run of
+        ASSET_CHECK_EVALUATION_PLANNED — one insert, the rows in event order, so ids in the order
+        Dagster's inserts would give them (a run plans all its checks at its start) — and ([],
+        evaluations) for a run of ASSET_CHECK_EVALUATIONs."""
+        storage = self._storage
+        assert storage is not None
+        steps: list[tuple[list[dict[str, Any]], list[tuple[EffectEvent, int]]]] = []
+        planning = False  # the kind of the last step
         for item, event_id in zip(items, ids, strict=True):
             if not (isinstance(item, EffectEvent) and _is_check_event(item)):
                 continue
             if not self._lookup("checks", lambda: storage.supports_asset_checks):
                 raise RuntimeError("Asset checks require a database schema migration. Run `dagster instance migrate`.")
-            if item.event_type == DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED:
-                self._store_check_evaluations(connection, evaluations)
-                evaluations = []
-                planned += _planned_check_rows(storage, item, event_id)
-                continue
+            assert event_id is not None
+            planned = item.event_type == DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED
+            if not steps or planning != planned:
+                steps.append(([], []))
+                planning = planned
             if planned:
-                connection.execute(AssetCheckExecutionsTable.insert(), planned)
-                planned = []
-            evaluations.append((item, event_id))
-        self._store_check_evaluations(connection, evaluations)
-        if planned:
-            connection.execute(AssetCheckExecutionsTable.insert(), planned)
+                steps[-1][0].extend(_planned_check_rows(storage, item, event_id))
+            else:
+                steps[-1][1].append((item, event_id))
+        return steps
 
-    def _store_check_evaluations(self, connection: db.Connection, evaluations: list[tuple[EffectEvent, int]]) -> None:
-        """Consecutive ASSET_CHECK_EVALUATIONs as ``store_asset_check_event`` stores them one by one.
 
-        On PostgreSQL, where each statement is a round trip (the demo run's five evaluations were
-        five), evaluations of distinct checks (key, check, run, partition) are one
-        ``UPDATE ... FROM (VALUES ...) RETURNING`` — the planned row each updates, as Dagster's
-        update would, and the refusal of more than one — and one insert of those that had none.
-        Two evaluations of one check in a run of them go one by one (the second updates the
-        first's row).
-        """
-        storage = self._storage
-        assert storage is not None
-        rows = [_check_evaluation_row(storage, item, event_id) for item, event_id in evaluations]
-        identities = {(row["asset_key"], row["check_name"], row["run_id"], row["partition"]) for _, row in rows}
-        if not self._postgres or len(rows) < 2 or len(identities) < len(rows) or not all(run for run, _ in rows):
-            for item, event_id in evaluations:
-                _store_check_evaluation(storage, connection, item, event_id)
-            return
-        table = AssetCheckExecutionsTable
-        given = db.values(
-            db.column("position", db.Integer),
-            *(db.column(column.name, column.type) for column in _CHECK_EVALUATION_COLUMNS),
-            name="evaluation",
-        ).data(
-            [(position, *(row[c.name] for c in _CHECK_EVALUATION_COLUMNS)) for position, (_, row) in enumerate(rows)]
+def _tag_rows(storage: SqlEventLogStorage, assets: list[tuple[EffectEvent, int | None]]) -> list[dict[str, Any]]:
+    """The ``asset_event_tags`` rows of ``_store_asset_event_tags`` (1.13): the event's own tags
+    that Dagster indexes (``_tags_for_asset_event``). The table's existence is the caller's lookup."""
+    return [
+        dict(
+            event_id=event_id,
+            asset_key=item.asset_key,
+            key=key,
+            value=value,
+            event_timestamp=storage._event_insert_timestamp(item),
         )
-        updated = Counter(
-            connection.execute(
-                table.update()
-                .where(
-                    table.c.asset_key == given.c.asset_key,
-                    table.c.check_name == given.c.check_name,
-                    table.c.run_id == given.c.run_id,
-                    table.c.partition.is_not_distinct_from(given.c.partition),
-                )
-                .values(
-                    {
-                        table.c[c.name]: db.cast(given.c[c.name], c.type)
-                        for c in _CHECK_EVALUATION_COLUMNS
-                        if c.name not in ("asset_key", "check_name", "run_id")
-                    }
-                )
-                .returning(given.c.position)
-            ).scalars()
-        )
-        for position, count in updated.items():
-            if count > 1:
-                evaluation = evaluations[position][0].entry.get_dagster_event().event_specific_data
-                raise RuntimeError(
-                    f"Updated {count} rows for asset check evaluation {evaluation.asset_check_key} "  # type: ignore[union-attr]
-                    "as a result of duplicate AssetCheckPlanned events."
-                )
-        missing = [row for position, (_, row) in enumerate(rows) if position not in updated]
-        if missing:
-            connection.execute(table.insert(), missing)
-
-    def _store_tags(self, connection: db.Connection, assets: list[tuple[EffectEvent, int]]) -> None:
-        """``_store_asset_event_tags``, with the table's existence looked up once, not per batch.
-
-        The tags are ``_tags_for_asset_event``'s: the event's own tags that Dagster indexes.
-        """
-        storage = self._storage
-        assert storage is not None
-        rows = [
-            dict(
-                event_id=event_id,
-                asset_key=item.asset_key,
-                key=key,
-                value=value,
-                event_timestamp=storage._event_insert_timestamp(item),
-            )
-            for item, event_id in assets
-            for key, value in _indexed_tags(storage, item).items()
-        ]
-        if rows and self._lookup("tags table", lambda: storage.has_table(AssetEventTagsTable.name)):
-            connection.execute(AssetEventTagsTable.insert(), rows)
-
-    def _store_asset_keys(self, connection: db.Connection, assets: list[tuple[EffectEvent, int]]) -> None:
-        storage = self._storage
-        assert storage is not None
-        if self._postgres:
-            has_index_cols = self._lookup("index cols", lambda: storage.has_secondary_index(ASSET_KEY_INDEX_COLS))
-        else:
-            has_index_cols = self._lookup(
-                "index cols", lambda: storage._has_asset_key_index_cols_on_connection(connection)
-            )
-        merged: dict[str, dict[str, Any]] = {}
-        for item, event_id in assets:
-            key = item.asset_key
-            assert key is not None
-            merged.setdefault(key, {}).update(_asset_entry_values(item, event_id, has_index_cols))
-        # One multi-row upsert per run of keys (in key order) that set the same columns: a batch's
-        # keys set one to three column sets (materialized, planned, observed), so a batch costs a
-        # statement or three instead of one per key, and the keys are still locked in key order.
-        runs: list[tuple[tuple[str, ...], list[dict[str, Any]]]] = []
-        for key in sorted(merged):
-            values = merged[key]
-            columns = tuple(sorted(values))
-            if not values and not self._postgres:
-                continue  # SQLite's storage leaves asset_keys alone for an event without values
-            if not runs or runs[-1][0] != columns:
-                runs.append((columns, []))
-            runs[-1][1].append(dict(asset_key=key, **values))
-        dialect = postgresql if self._postgres else sqlite
-        for columns, rows in runs:
-            upsert = dialect.insert(AssetKeyTable).values(rows)
-            connection.execute(
-                upsert.on_conflict_do_update(
-                    index_elements=[AssetKeyTable.c.asset_key],
-                    set_={column: upsert.excluded[column] for column in columns},
-                )
-                if columns
-                else upsert.on_conflict_do_nothing()
-            )
+        for item, event_id in assets
+        for key, value in _indexed_tags(storage, item).items()
+    ]
 
 
-def _lock_asset_keys(connection: db.Connection, items: Sequence[PlainEvent | EffectEvent]) -> None:
-    """Lock the batch's ``asset_keys`` rows (creating missing ones) BEFORE its events get their ids.
+def _asset_key_upserts(
+    assets: list[tuple[EffectEvent, int | None]], has_index_cols: bool, *, with_empty: bool
+) -> list[tuple[tuple[str, ...], list[dict[str, Any]]]]:
+    """The batch's ``asset_keys`` writes: (columns set on conflict, rows), in key order.
 
-    An asset's row points at its newest materialization by storage id. Ids come from a sequence
-    as the events are inserted, but the row is written at the end of the batch's transaction: two
-    relays storing the same asset at once could take ids 10 and 11 and then commit their row
-    updates in the other order, leaving the row on the older event (seen in CI with two relays on
-    PostgreSQL). Locked first, the second relay waits for the first's commit before its events get
-    ids, so ids and row writes follow one order. In key order, as the upsert, so two batches never
-    wait on each other crosswise. SQLite needs none of this: ``BEGIN IMMEDIATE`` already makes the
-    whole batch one writer's.
+    The values of the batch's events are merged per key in relay order (the row an event-by-event
+    upsert would leave). One multi-row upsert per run of keys (in key order) that set the same
+    columns: a batch's keys set one to three column sets (materialized, planned, observed), so a
+    batch costs a statement or three instead of one per key, and the keys are still locked in key
+    order — two relays' transactions never lock the same keys in opposite orders (a deadlock on
+    PostgreSQL). ``with_empty``: a key whose events set nothing still gets its row (PostgreSQL's
+    storage; SQLite's leaves ``asset_keys`` alone then).
     """
-    keys = sorted(
-        {
-            item.asset_key
-            for item in items
-            if isinstance(item, EffectEvent) and _is_asset_event(item) and item.asset_key is not None
-        }
-    )
-    if not keys:
-        return
-    insert = postgresql.insert(AssetKeyTable).values([{"asset_key": key} for key in keys])
-    # A no-op update of the key itself: it takes the row lock where the row exists already.
-    connection.execute(
-        insert.on_conflict_do_update(
-            index_elements=[AssetKeyTable.c.asset_key], set_={"asset_key": insert.excluded.asset_key}
-        )
-    )
+    merged: dict[str, dict[str, Any]] = {}
+    for item, event_id in assets:
+        key = item.asset_key
+        assert key is not None and event_id is not None
+        merged.setdefault(key, {}).update(_asset_entry_values(item, event_id, has_index_cols))
+    runs: list[tuple[tuple[str, ...], list[dict[str, Any]]]] = []
+    for key in sorted(merged):
+        values = merged[key]
+        columns = tuple(sorted(values))
+        if not values and not with_empty:
+            continue
+        if not runs or runs[-1][0] != columns:
+            runs.append((columns, []))
+        runs[-1][1].append(dict(asset_key=key, **values))
+    return runs
 
 
 class _RunEvents:
     """The run-status effects of run events (RUN_START, RUN_SUCCESS, ...), on the batch's connection.
 
     ``handle_new_event`` stores the event, then calls run storage's ``handle_run_event``: status,
-    run body, start/end time, update time, the failure-reason tag. That is reproduced here
-    (`apply`) where run storage shares the batch's database (PostgreSQL: the same transaction)
-    or is SQLite's ``runs.db`` (its own transaction, with a connection kept open). Anything else,
+    run body, start/end time, update time, the failure-reason tag. That is reproduced here where
+    run storage shares the batch's database (PostgreSQL: the same transaction, `apply_postgres`)
+    or is SQLite's ``runs.db`` (its own transaction, with a connection kept open, `apply`). Anything else,
     and a RUN_FAILURE when run retries are on (Dagster then also decides and tags the retry),
     goes through ``handle_new_event``.
     """
@@ -755,63 +757,98 @@ class _RunEvents:
         for entry in entries:
             by_run.setdefault(entry.run_id, []).append(entry)
         for run_id in sorted(by_run):  # in run id order: two relays' transactions lock runs in one order
-            _handle_run_events(connection, run_id, by_run[run_id], has_stats_cols)
+            row = connection.execute(
+                db.select(RunsTable.c.run_body, RunsTable.c.status).where(RunsTable.c.run_id == run_id)
+            ).first()
+            if row is None:
+                continue
+            change = _RunRowChange.of(row.run_body, row.status, by_run[run_id], has_stats_cols)
+            if change.failure_reason is not None:
+                if change.had_reason_tag:
+                    connection.execute(
+                        RunTagsTable.update()
+                        .where(RunTagsTable.c.run_id == run_id, RunTagsTable.c.key == RUN_FAILURE_REASON_TAG)
+                        .values(value=change.failure_reason)
+                    )
+                else:
+                    connection.execute(
+                        RunTagsTable.insert().values(
+                            run_id=run_id, key=RUN_FAILURE_REASON_TAG, value=change.failure_reason
+                        )
+                    )
+            connection.execute(RunsTable.update().where(RunsTable.c.run_id == run_id).values(**change.values))
+
+    def apply_postgres(
+        self,
+        batch: PostgresBatch,
+        entries: list[EventLogEntry],
+        rows: Mapping[str, tuple[str, str]],
+        lookup: Callable[[str, Callable[[], bool]], bool],
+    ) -> None:
+        """`apply` in a PostgreSQL batch: the run rows were read with its ids (`PostgresBatch.claim`)."""
+        has_stats_cols = lookup("run stats cols", self._run_storage.has_run_stats_index_cols)  # type: ignore[attr-defined]
+        by_run: dict[str, list[EventLogEntry]] = {}
+        for entry in entries:
+            by_run.setdefault(entry.run_id, []).append(entry)
+        for run_id in sorted(by_run):  # in run id order: two relays' transactions lock runs in one order
+            if run_id not in rows:
+                continue
+            change = _RunRowChange.of(*rows[run_id], by_run[run_id], has_stats_cols)
+            if change.failure_reason is not None:
+                tag = {"run_id": run_id, "key": RUN_FAILURE_REASON_TAG}
+                if change.had_reason_tag:
+                    batch.update(RunTagsTable, tag, {"value": change.failure_reason})
+                else:
+                    batch.insert(RunTagsTable, [{**tag, "value": change.failure_reason}])
+            batch.update(RunsTable, {"run_id": run_id}, change.values)
 
 
-def _handle_run_events(
-    connection: db.Connection, run_id: str, entries: list[EventLogEntry], has_stats_cols: bool
-) -> None:
-    """``SqlRunStorage.handle_run_event`` (1.13) for a batch's run events of one run, in order, on
-    ``connection``: the row read once and written once, as the last of them leaves it.
+@dataclass(frozen=True)
+class _RunRowChange:
+    """What ``SqlRunStorage.handle_run_event`` (1.13) writes for a batch's run events of one run,
+    in order: the row read once and written once, as the last of them leaves it.
 
     Each event's update sets status, body and update time from the event, and start/end time for
     start and ending events; so the row after the last update is the first event's read folded
     through every event, whichever times were set by any of them (the later winning).
     """
-    row = connection.execute(
-        db.select(RunsTable.c.run_body, RunsTable.c.status).where(RunsTable.c.run_id == run_id)
-    ).first()
-    if row is None:
-        return
-    # As Dagster's `_row_to_run`: the status column is more trustworthy than the body's.
-    run = deserialize_value(row.run_body, DagsterRun).with_status(DagsterRunStatus(row.status))
-    had_reason_tag = RUN_FAILURE_REASON_TAG in run.tags
-    failure_reason: str | None = None
-    values: dict[str, Any] = {}
-    for entry in entries:
-        event = entry.get_dagster_event()
-        new_status = EVENT_TYPE_TO_PIPELINE_RUN_STATUS[event.event_type]
-        updated = run.with_status(new_status)
-        data = event.event_specific_data
-        if (
-            event.event_type == DagsterEventType.PIPELINE_FAILURE
-            and isinstance(data, JobFailureData)
-            and data.failure_reason
-            and data.failure_reason != RunFailureReason.UNKNOWN
-        ):
-            failure_reason = data.failure_reason.value
-            updated = updated.with_tags(merge_dicts(run.tags, {RUN_FAILURE_REASON_TAG: failure_reason}))
-        update_timestamp = datetime_from_timestamp(entry.timestamp)
-        values.update(status=new_status.value, update_timestamp=update_timestamp)
-        if has_stats_cols and event.event_type == DagsterEventType.PIPELINE_START:
-            values["start_time"] = update_timestamp.timestamp()
-        if has_stats_cols and event.event_type in _ENDING_EVENTS:
-            values["end_time"] = update_timestamp.timestamp()
-        run = updated
-    if failure_reason is not None:
-        if had_reason_tag:
-            connection.execute(
-                RunTagsTable.update()
-                .where(RunTagsTable.c.run_id == run_id, RunTagsTable.c.key == RUN_FAILURE_REASON_TAG)
-                .values(value=failure_reason)
-            )
-        else:
-            connection.execute(
-                RunTagsTable.insert().values(run_id=run_id, key=RUN_FAILURE_REASON_TAG, value=failure_reason)
-            )
-    connection.execute(
-        RunsTable.update().where(RunsTable.c.run_id == run_id).values(run_body=serialize_value(run), **values)
-    )
+
+    values: dict[str, Any]  # of the ``runs`` row
+    failure_reason: str | None  # the run's failure-reason tag, if an event sets it
+    had_reason_tag: bool
+
+    @classmethod
+    def of(cls, run_body: str, status: str, entries: list[EventLogEntry], has_stats_cols: bool) -> _RunRowChange:
+        # As Dagster's `_row_to_run`: the status column is more trustworthy than the body's.
+        run = deserialize_value(run_body, DagsterRun).with_status(DagsterRunStatus(status))
+        return cls._folded(run, entries, has_stats_cols)
+
+    @classmethod
+    def _folded(cls, run: DagsterRun, entries: list[EventLogEntry], has_stats_cols: bool) -> _RunRowChange:
+        had_reason_tag = RUN_FAILURE_REASON_TAG in run.tags
+        failure_reason: str | None = None
+        values: dict[str, Any] = {}
+        for entry in entries:
+            event = entry.get_dagster_event()
+            new_status = EVENT_TYPE_TO_PIPELINE_RUN_STATUS[event.event_type]
+            updated = run.with_status(new_status)
+            data = event.event_specific_data
+            if (
+                event.event_type == DagsterEventType.PIPELINE_FAILURE
+                and isinstance(data, JobFailureData)
+                and data.failure_reason
+                and data.failure_reason != RunFailureReason.UNKNOWN
+            ):
+                failure_reason = data.failure_reason.value
+                updated = updated.with_tags(merge_dicts(run.tags, {RUN_FAILURE_REASON_TAG: failure_reason}))
+            update_timestamp = datetime_from_timestamp(entry.timestamp)
+            values.update(status=new_status.value, update_timestamp=update_timestamp)
+            if has_stats_cols and event.event_type == DagsterEventType.PIPELINE_START:
+                values["start_time"] = update_timestamp.timestamp()
+            if has_stats_cols and event.event_type in _ENDING_EVENTS:
+                values["end_time"] = update_timestamp.timestamp()
+            run = updated
+        return cls({"run_body": serialize_value(run), **values}, failure_reason, had_reason_tag)
 
 
 _ENDING_EVENTS = frozenset(
@@ -821,7 +858,7 @@ _ENDING_EVENTS = frozenset(
 
 _MAX_SHARDS = 4
 # Schema facts per event log storage object (`EventBatchWriter._lookup`); gone with the storage.
-_SCHEMA_FACTS: weakref.WeakKeyDictionary[Any, dict[str, bool]] = weakref.WeakKeyDictionary()
+_SCHEMA_FACTS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 # Engines of SQLite databases shared by a storage's writers (`EventBatchWriter._shared_engine`).
 _SHARED_SQLITE: weakref.WeakKeyDictionary[Any, dict[str, db.Engine]] = weakref.WeakKeyDictionary()
 _SHARED_SQLITE_LOCK = threading.Lock()
@@ -834,13 +871,15 @@ def _postgres_engine(url: str, token_provider: Any) -> db.Engine:
 
     Dagster's engines open a connection per statement (NullPool): a connect and an
     authentication per batch. Relays of one process (a supervisor, or several runs' relays in one
-    service) share the pool; each batch borrows one connection for its transaction.
+    service) share the pool; each batch borrows one connection for its transaction. The driver is
+    psycopg2 whatever the URL names: a batch's statements are its text (`postgres_batch`).
     """
     from dagster_postgres.utils import create_pg_engine
 
     with _POSTGRES_ENGINES_LOCK:
         if url not in _POSTGRES_ENGINES:
-            engine = create_pg_engine(url, token_provider, pool_size=2, max_overflow=8, pool_recycle=600)
+            psycopg2_url = db.engine.make_url(url).set(drivername="postgresql+psycopg2")
+            engine = create_pg_engine(psycopg2_url, token_provider, pool_size=2, max_overflow=8, pool_recycle=600)
             db.event.listen(engine, "checkin", _note_idle)
             db.event.listen(engine, "checkout", _ping_if_idle)
             _POSTGRES_ENGINES[url] = engine
@@ -942,23 +981,6 @@ def _planned_check_rows(storage: SqlEventLogStorage, item: EffectEvent, event_id
         )
         for partition in partitions
     ]
-
-
-# The columns an ASSET_CHECK_EVALUATION writes (`_check_evaluation_row`).
-_CHECK_EVALUATION_COLUMNS = [
-    AssetCheckExecutionsTable.c[name]
-    for name in (
-        "asset_key",
-        "check_name",
-        "run_id",
-        "partition",
-        "execution_status",
-        "evaluation_event",
-        "evaluation_event_timestamp",
-        "evaluation_event_storage_id",
-        "materialization_event_storage_id",
-    )
-]
 
 
 def _check_evaluation_row(storage: SqlEventLogStorage, item: EffectEvent, event_id: int) -> tuple[bool, dict[str, Any]]:

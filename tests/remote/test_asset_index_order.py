@@ -2,9 +2,10 @@
 
 An asset's ``asset_keys`` row names its latest materialization; Dagster reads it for the UI's
 "last materialized" and for ``get_latest_materialization_event``. With PostgreSQL storage the
-ids come from a sequence as events are inserted, and the row is written later in the batch's
-transaction. The interleaving CI once hit by chance is forced here: relay A inserts its event and
-stops before writing the row; relay B stores the same asset; then A goes on. The expected value is
+ids come from a sequence (a batch takes its events' ids before writing them), and the row is
+written later in the batch's transaction. The interleaving CI once hit by chance is forced here:
+relay A takes its event's id and stops before writing the event and the row; relay B stores the
+same asset; then A goes on. The expected value is
 the storage's own order (the highest storage id among the asset's materializations), not anything
 the relay reports.
 """
@@ -23,8 +24,8 @@ from dagster._core.event_api import AssetRecordsFilter
 from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
 from dagster._core.events.log import EventLogEntry
 
-from osiris_dagster.remote import event_batches
 from osiris_dagster.remote.event_batches import EventBatchWriter
+from osiris_dagster.remote.postgres_batch import PostgresBatch
 from tests.remote.relay_streams import instance
 
 pytestmark = pytest.mark.postgres
@@ -47,16 +48,17 @@ def test_the_asset_index_follows_storage_order_when_two_relays_interleave(
 ) -> None:
     run_a, run_b = str(uuid.uuid4()), str(uuid.uuid4())
     a_inserted, a_may_go = threading.Event(), threading.Event()
-    insert = event_batches._insert
+    claim = PostgresBatch.claim
 
-    def insert_then_wait_in_a(connection: Any, rows: list[dict[str, Any]]) -> list[int]:
-        ids = insert(connection, rows)
+    def claim_then_wait_in_a(batch: PostgresBatch, rows: list[dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
+        runs = claim(batch, rows, **kwargs)
         if rows and rows[0]["run_id"] == run_a:
+            assert "id" in rows[0]  # A has its place in storage order
             a_inserted.set()
             a_may_go.wait(timeout=60)
-        return ids
+        return runs
 
-    monkeypatch.setattr(event_batches, "_insert", insert_then_wait_in_a)
+    monkeypatch.setattr(PostgresBatch, "claim", claim_then_wait_in_a)
     with instance("postgres", tmp_path / "home") as target:
         errors: list[BaseException] = []
 

@@ -248,6 +248,55 @@ def test_relayed_runs_leave_the_same_rows_as_dagster_storing_each_event(
         assert actual[table] == rows, f"{table}: {first_difference(rows, actual[table])}"
 
 
+def _checks_altered(runs: list[Any], *, planned: int, evaluated: int) -> list[Any]:
+    """The runs with each check planned ``planned`` times and evaluated ``evaluated`` times (the
+    copies a second later: distinct events, as in a worker's stream)."""
+    altered = []
+    for run, events in runs:
+        stream = []
+        for entry in events:
+            copies = {
+                DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED: planned,
+                DagsterEventType.ASSET_CHECK_EVALUATION: evaluated,
+            }.get(entry.dagster_event_type, 1)  # type: ignore[call-overload]
+            stream += [entry._replace(timestamp=entry.timestamp + copy) for copy in range(copies)]
+        altered.append((run, stream))
+    return altered
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+def test_check_evaluations_without_a_planned_row_or_evaluated_twice_leave_dagsters_rows(
+    storage: str, runs: list[Any], tmp_path: Path
+) -> None:
+    """An evaluation whose check was not planned is inserted; a check evaluated twice in one batch
+    ends on its second evaluation, which updated the first one's row: as Dagster stores them."""
+    altered = _checks_altered(runs, planned=0, evaluated=2)
+    with instance(storage, tmp_path / "a") as dagster_home, instance(storage, tmp_path / "b") as relay_home:
+        _dagster_stores(dagster_home, altered)
+        _writer_stores(relay_home, altered, batch=1000)  # each run in one batch: both evaluations in it
+        expected, actual = storage_rows(dagster_home), storage_rows(relay_home)
+
+    checks = [rows for table, rows in expected.items() if table.endswith("/asset_check_executions")]
+    assert sum(len(rows) for rows in checks) >= 4
+    assert all(dict(row)["execution_status"] != "PLANNED" for rows in checks for row in rows)
+    assert sorted(actual) == sorted(expected)
+    for table, rows in expected.items():
+        assert actual[table] == rows, f"{table}: {first_difference(rows, actual[table])}"
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+def test_an_evaluation_of_a_check_planned_twice_is_refused_as_dagster_refuses_it(
+    storage: str, runs: list[Any], tmp_path: Path
+) -> None:
+    altered = _checks_altered(runs, planned=2, evaluated=1)
+    refusal = "as a result of duplicate AssetCheckPlanned events"
+    with instance(storage, tmp_path / "a") as dagster_home, instance(storage, tmp_path / "b") as relay_home:
+        with pytest.raises(Exception, match=refusal):
+            _dagster_stores(dagster_home, altered)
+        with pytest.raises(RuntimeError, match=refusal):
+            _writer_stores(relay_home, altered, batch=1000)
+
+
 # -- two relays at once, and a relay killed mid-batch ------------------------------------------
 # Each relay runs in a process of its own (`relay_process`), as a supervisor does, on the events of
 # all the real runs above under its own run id (asset, check and run-status events included; the
