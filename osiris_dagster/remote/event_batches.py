@@ -412,7 +412,7 @@ class EventBatchWriter:
             run_rows = batch.claim(
                 rows if numbered else [],
                 lock_keys=sorted({item.asset_key for item in assets if item.asset_key is not None}),
-                run_ids=sorted({entry.run_id for entry in run_events}),
+                run_ids=self._run_events.unread(sorted({entry.run_id for entry in run_events})),
             )
             batch.insert(SqlEventLogStorageTable, rows)
             ids = [row.get("id") for row in rows]
@@ -428,13 +428,13 @@ class EventBatchWriter:
                 has_index_cols = self._lookup("index cols", lambda: storage.has_secondary_index(ASSET_KEY_INDEX_COLS))
                 for columns, key_rows in _asset_key_upserts(asset_ids, has_index_cols, with_empty=True):
                     batch.upsert(AssetKeyTable, key_rows, key="asset_key", update=columns)
-            if run_events:
-                self._run_events.apply_postgres(batch, run_events, run_rows, self._lookup)
+            written = self._run_events.apply_postgres(batch, run_events, run_rows, self._lookup) if run_events else {}
             for planned, evaluations in self._check_steps(items, ids):
                 batch.insert(AssetCheckExecutionsTable, planned)
                 if evaluations:
                     self._store_check_evaluations_postgres(batch, evaluations)
             batch.send()
+        self._run_events.remember(written)
 
     def _store_check_evaluations_postgres(
         self, batch: PostgresBatch, evaluations: list[tuple[EffectEvent, int]]
@@ -740,6 +740,8 @@ class _RunEvents:
         else:
             self._supported = False
         self._run_storage = run_storage
+        # PostgreSQL: {run_id: (run_body, status)} of the runs' rows as this writer last committed them.
+        self._written: dict[str, tuple[str, str]] = {}
 
     def batches(self, event: DagsterEvent) -> bool:
         if self._run_storage is None or not self._supported:
@@ -778,29 +780,59 @@ class _RunEvents:
                     )
             connection.execute(RunsTable.update().where(RunsTable.c.run_id == run_id).values(**change.values))
 
+    def unread(self, run_ids: Sequence[str]) -> list[str]:
+        """Of ``run_ids``, the runs whose row a PostgreSQL batch must read (`apply_postgres`)."""
+        return [run_id for run_id in run_ids if run_id not in self._written]
+
     def apply_postgres(
         self,
         batch: PostgresBatch,
         entries: list[EventLogEntry],
         rows: Mapping[str, tuple[str, str]],
         lookup: Callable[[str, Callable[[], bool]], bool],
-    ) -> None:
-        """`apply` in a PostgreSQL batch: the run rows were read with its ids (`PostgresBatch.claim`)."""
+    ) -> dict[str, tuple[str, str]]:
+        """`apply` in a PostgreSQL batch, from the run rows read with its ids (`PostgresBatch.claim`)
+        or, for a run whose row this writer wrote last, from what it wrote.
+
+        The second is the held terminal event's batch: a round trip to read back the row its
+        run's previous batch wrote. Its update is conditional (`PostgresBatch.update_if`): it
+        applies only if the row still holds the status and body written then, so it writes what
+        Dagster's read-and-update would; a row that changed since (tags added, a cancellation) is
+        read and updated as any. Returns the rows as written ``{run_id: (run_body, status)}``, for
+        `remember` once the batch is committed.
+        """
         has_stats_cols = lookup("run stats cols", self._run_storage.has_run_stats_index_cols)  # type: ignore[attr-defined]
         by_run: dict[str, list[EventLogEntry]] = {}
         for entry in entries:
             by_run.setdefault(entry.run_id, []).append(entry)
+        written: dict[str, tuple[str, str]] = {}
         for run_id in sorted(by_run):  # in run id order: two relays' transactions lock runs in one order
-            if run_id not in rows:
-                continue
-            change = _RunRowChange.of(*rows[run_id], by_run[run_id], has_stats_cols)
+            events = by_run[run_id]
+            change = None
+            if run_id not in rows and run_id in self._written:
+                body, status = self._written[run_id]
+                change = _RunRowChange.of(body, status, events, has_stats_cols)
+                expected = {"status": status, "run_body": body}
+                if not batch.update_if(RunsTable, {"run_id": run_id}, expected, change.values):
+                    change = None
+                    rows = {**rows, **batch.claim([], lock_keys=[], run_ids=[run_id])}
+            if change is None:
+                if run_id not in rows:
+                    continue  # no such run
+                change = _RunRowChange.of(*rows[run_id], events, has_stats_cols)
+                batch.update(RunsTable, {"run_id": run_id}, change.values)
             if change.failure_reason is not None:
                 tag = {"run_id": run_id, "key": RUN_FAILURE_REASON_TAG}
                 if change.had_reason_tag:
                     batch.update(RunTagsTable, tag, {"value": change.failure_reason})
                 else:
                     batch.insert(RunTagsTable, [{**tag, "value": change.failure_reason}])
-            batch.update(RunsTable, {"run_id": run_id}, change.values)
+            written[run_id] = (change.values["run_body"], change.values["status"])
+        return written
+
+    def remember(self, written: Mapping[str, tuple[str, str]]) -> None:
+        """The rows of `apply_postgres`, committed: the next batch of these runs need not read them."""
+        self._written.update(written)
 
 
 @dataclass(frozen=True)
@@ -821,10 +853,6 @@ class _RunRowChange:
     def of(cls, run_body: str, status: str, entries: list[EventLogEntry], has_stats_cols: bool) -> _RunRowChange:
         # As Dagster's `_row_to_run`: the status column is more trustworthy than the body's.
         run = deserialize_value(run_body, DagsterRun).with_status(DagsterRunStatus(status))
-        return cls._folded(run, entries, has_stats_cols)
-
-    @classmethod
-    def _folded(cls, run: DagsterRun, entries: list[EventLogEntry], has_stats_cols: bool) -> _RunRowChange:
         had_reason_tag = RUN_FAILURE_REASON_TAG in run.tags
         failure_reason: str | None = None
         values: dict[str, Any] = {}

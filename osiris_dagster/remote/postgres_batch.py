@@ -169,6 +169,14 @@ class PostgresBatch:
         )
         return Counter({int(position): int(count) for position, count in self._send([statement])})
 
+    def update_if(
+        self, table: db.Table, where: Mapping[str, Any], expected: Mapping[str, Any], values: Mapping[str, Any]
+    ) -> bool:
+        """Update the row of ``where`` if its ``expected`` columns still hold those values; sent
+        with the queue: whether it did."""
+        statement = self._update(table, {**where, **expected}, values)
+        return bool(self._send([statement]).rowcount)
+
     def send(self) -> None:
         """Send what is queued (the batch's last round trip before its commit)."""
         if self._queued:
@@ -193,13 +201,16 @@ class PostgresBatch:
         )
 
     def update(self, table: db.Table, where: Mapping[str, Any], values: Mapping[str, Any]) -> None:
-        assignments = ", ".join(f"{c} = %s" for c in values)
-        condition = " AND ".join(f"{c} = %s" for c in where)
-        self._queued.append(
-            self._quote(f"UPDATE {table.name} SET {assignments} WHERE {condition}", [*values.values(), *where.values()])
-        )
+        self._queued.append(self._update(table, where, values))
 
     # -- text ------------------------------------------------------------------------------------
+    def _update(self, table: db.Table, where: Mapping[str, Any], values: Mapping[str, Any]) -> str:
+        assignments = ", ".join(f"{c} = %s" for c in values)
+        condition = " AND ".join(f"{c} = %s" for c in where)
+        return self._quote(
+            f"UPDATE {table.name} SET {assignments} WHERE {condition}", [*values.values(), *where.values()]
+        )
+
     def _send(self, answering: list[str]) -> db.CursorResult[Any]:
         statements, self._queued = [*self._queued, *answering], []
         return self._connection.exec_driver_sql(";\n".join(statements), execution_options=_NO_PARAMETERS)

@@ -248,6 +248,41 @@ def test_relayed_runs_leave_the_same_rows_as_dagster_storing_each_event(
         assert actual[table] == rows, f"{table}: {first_difference(rows, actual[table])}"
 
 
+@pytest.mark.parametrize("storage", STORAGES)
+def test_a_run_tagged_while_its_terminal_event_is_held_keeps_the_tag(
+    storage: str, runs: list[Any], tmp_path: Path
+) -> None:
+    """The host changes a run's row between its batches (a tag added while the relay holds the
+    terminal event): the terminal event's update starts from the changed row, as Dagster's
+    read-then-update does, although the relay wrote the row itself one batch before."""
+    tag = {"osiris/checked": "while held"}
+    with instance(storage, tmp_path / "a") as dagster_home, instance(storage, tmp_path / "b") as relay_home:
+        for run, events in runs:
+            new_run(dagster_home, run)
+            for entry in sorted(events, key=lambda e: e.dagster_event_type in TERMINAL_EVENTS):
+                if entry.dagster_event_type in TERMINAL_EVENTS:
+                    dagster_home.add_run_tags(run.run_id, tag)
+                dagster_home.handle_new_event(entry)
+        (tmp_path / "cursors").mkdir()
+        for run, events in runs:
+            new_run(relay_home, run)
+            relay = EventRelay(relay_home, run.run_id, tmp_path / "cursors" / run.run_id)
+            lines = worker_lines(events)
+            for start in range(0, len(lines), READ_SIZE):
+                relay.feed(lines[start : start + READ_SIZE])
+            relay.close()
+            assert relay.held is not None
+            relay_home.add_run_tags(run.run_id, tag)
+            relay.release_held()
+        expected, actual = storage_rows(dagster_home), storage_rows(relay_home)
+        tagged = [r for r in relay_home.get_runs() if r.tags.get("osiris/checked") == "while held"]
+        assert {r.status.value for r in tagged} == {"SUCCESS", "FAILURE"} and len(tagged) == len(runs)
+
+    assert sorted(actual) == sorted(expected)
+    for table, rows in expected.items():
+        assert actual[table] == rows, f"{table}: {first_difference(rows, actual[table])}"
+
+
 def _checks_altered(runs: list[Any], *, planned: int, evaluated: int) -> list[Any]:
     """The runs with each check planned ``planned`` times and evaluated ``evaluated`` times (the
     copies a second later: distinct events, as in a worker's stream)."""
