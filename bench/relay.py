@@ -20,12 +20,20 @@ batched), on the plain and the demo mix. Targets (issue #13): >= 2,000 events/s 
 >= 5,000 events/s (PostgreSQL). The load average is printed with every figure: on a shared
 machine the figures are only comparable within one invocation.
 
+Each figure starts after a full garbage collection, and the full collections inside it are
+printed with it ("full gc"): one takes ~120 ms in a process with Dagster loaded (its objects are
+all tracked), a third of a 5,000-event figure of the 1-in-10 mix. Without the collection before
+it, where the collector's counters happened to be decided whether a figure caught one: the same
+code measured 16,000 or 27,000 events/s for the 1-in-10 mix into SQLite, and a change that only
+allocated differently moved a collection from one figure into another.
+
     .venv/bin/python bench/relay.py [--events N]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import shutil
 import subprocess
@@ -109,8 +117,36 @@ def launched_run(instance: DagsterInstance) -> str:
     return run_id
 
 
-def relay_runs(instance: DagsterInstance, work: Path, stream: list[EventLogEntry], total: int) -> float:
-    """Relay ``stream`` as consecutive runs until ``total`` events are stored; events/s."""
+class FullCollections:
+    """The full (generation 2) garbage collections while it is entered: how many, how long."""
+
+    def __init__(self) -> None:
+        self.count, self.seconds, self._since = 0, 0.0, 0.0
+
+    def __enter__(self) -> FullCollections:
+        gc.collect()  # every figure starts with the collector's counters at zero
+        gc.callbacks.append(self._note)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        gc.callbacks.remove(self._note)
+
+    def _note(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] == 2 and phase == "start":
+            self._since = time.perf_counter()
+        elif info["generation"] == 2:
+            self.count += 1
+            self.seconds += time.perf_counter() - self._since
+
+    def __str__(self) -> str:
+        return f"full gc {self.count} x {1000 * self.seconds:.0f} ms"
+
+
+def relay_runs(
+    instance: DagsterInstance, work: Path, stream: list[EventLogEntry], total: int
+) -> tuple[float, FullCollections]:
+    """Relay ``stream`` as consecutive runs until ``total`` events are stored; events/s, and the
+    full collections in that time."""
     runs = []
     for _ in range(max(1, total // len(stream))):
         run_id = launched_run(instance)
@@ -120,19 +156,20 @@ def relay_runs(instance: DagsterInstance, work: Path, stream: list[EventLogEntry
         )
         runs.append((run_id, lines))
     stored = 0
-    started = time.perf_counter()
-    for run_id, lines in runs:
-        relay = EventRelay(instance, run_id, work / f"{run_id}.cursor")
-        for start in range(0, len(lines), CHUNK):
-            relay.feed(lines[start : start + CHUNK])
-        relay.close()
-        relay.release_held()
-        stored += relay.events_stored
-    elapsed = time.perf_counter() - started
+    with FullCollections() as collections:
+        started = time.perf_counter()
+        for run_id, lines in runs:
+            relay = EventRelay(instance, run_id, work / f"{run_id}.cursor")
+            for start in range(0, len(lines), CHUNK):
+                relay.feed(lines[start : start + CHUNK])
+            relay.close()
+            relay.release_held()
+            stored += relay.events_stored
+        elapsed = time.perf_counter() - started
     assert stored == len(runs) * len(stream)
     for run_id, _ in runs[:2]:
         assert len(instance.all_logs(run_id)) == len(stream) + 1  # and RUN_STARTING
-    return stored / elapsed
+    return stored / elapsed, collections
 
 
 def per_event(instance: DagsterInstance, stream: list[EventLogEntry], total: int) -> float:
@@ -198,8 +235,8 @@ def main() -> None:
                 relay_runs(instance, work, mixes["plain"][:200], 200)  # warm-up: tables, connections
                 figures = {}
                 for mix, stream in mixes.items():
-                    figures[mix] = relay_runs(instance, work, stream, args.events)
-                    print(f"relay into {storage:<8} {mix:<8} {figures[mix]:>8,.0f} events/s  ({load()})")
+                    figures[mix], collections = relay_runs(instance, work, stream, args.events)
+                    print(f"relay into {storage:<8} {mix:<8} {figures[mix]:>8,.0f} events/s  ({load()}; {collections})")
                 for mix in ("plain", "demo"):
                     base = per_event(instance, mixes[mix], args.baseline_events)
                     print(
