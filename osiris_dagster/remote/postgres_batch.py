@@ -47,6 +47,7 @@ operator's database keeps Dagster's rows.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -233,7 +234,12 @@ class PostgresBatch:
 
 def _cast(table: db.Table, alias: str, column: str) -> str:
     """A VALUES column as ``table``'s column type: the list's literals are text or integer until cast."""
-    return f"CAST({alias}.{column} AS {table.c[column].type.compile(dialect=_DIALECT)})"
+    return f"CAST({alias}.{column} AS {_column_type(table, column)})"
+
+
+@functools.cache
+def _column_type(table: db.Table, column: str) -> str:
+    return table.c[column].type.compile(dialect=_DIALECT)
 
 
 def _python_encoding(pg_encoding: str) -> str:
