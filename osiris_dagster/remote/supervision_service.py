@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import gc
 import importlib
 import json
 import logging
@@ -290,6 +291,7 @@ class _WarmUp:
                 if data is not None:
                     importlib.import_module(data.module_name)
             importlib.import_module("alembic.command")  # what a storage's schema check loads
+            _freeze_imported_objects()
         except Exception as error:  # an optimisation only: a run imports what it needs itself
             log.warning("warm-up: %s", mask_text(f"{type(error).__name__}: {error}"))
             return
@@ -302,6 +304,21 @@ class _WarmUp:
             1000 * (dagster - sdk),
             1000 * (time.perf_counter() - dagster),
         )
+
+
+def _freeze_imported_objects() -> None:
+    """Move everything alive now (~220k objects: the modules just imported) out of the collector's
+    reach for the service's life.
+
+    They never become garbage, yet every full collection walked them all: 116 ms each, measured
+    with these imports on the dev box, holding the GIL, so every run's relay stood still meanwhile
+    (and the relay's own allocations trigger full collections regularly). Frozen, a full
+    collection walks only what runs allocated since. The cost: objects of a run already in flight
+    when the warm-up ends (the first run of a fresh service) are frozen too; the few of them that
+    later become cyclic garbage are never freed — bounded, once per service.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 # What a run imports before it has a sandbox: no Dagster (checked by a test).

@@ -310,6 +310,28 @@ def test_a_run_supervises_without_importing_dagster_until_its_sandbox_exists() -
     assert output == "False\n[]\n"
 
 
+def test_after_its_warm_up_a_full_collection_no_longer_walks_the_imported_modules(tmp_path: Path) -> None:
+    """A full collection in the service holds the GIL, so every run's relay waits for it: the
+    warm-up freezes what it imported, and a collection walks only what runs allocate later."""
+    code = (
+        "import gc, sys, time\n"
+        "from pathlib import Path\n"
+        "from osiris_dagster.remote.supervision_service import _WarmUp\n"
+        "warm_up = _WarmUp()\n"
+        "warm_up.start(Path(sys.argv[1]))\n"
+        "assert warm_up.dagster.wait(120)\n"
+        "time.sleep(0.5)  # the warm-up thread logs after setting the event\n"
+        "print(gc.get_freeze_count(), len(gc.get_objects()), 'dagster' in sys.modules)\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    frozen, tracked, dagster_loaded = int(output[0]), int(output[1]), output[2]
+    assert dagster_loaded == "True"
+    assert frozen > 100_000  # Dagster, SQLAlchemy, the e2b SDK: out of the collector's reach
+    assert tracked < frozen // 20  # what a full collection still walks
+
+
 def test_the_services_engine_events_read_as_the_launchers() -> None:
     from osiris_dagster.remote.launcher import E2BRunLauncher
     from osiris_dagster.remote.supervisor import LAUNCHER_NAME
