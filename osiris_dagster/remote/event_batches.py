@@ -301,6 +301,17 @@ def _is_asset_event(item: EffectEvent) -> bool:
     return item.event_type in ASSET_EVENTS and item.asset_key is not None
 
 
+def _asset_events_with_ids(
+    items: Sequence[PlainEvent | EffectEvent], ids: Sequence[Any]
+) -> list[tuple[EffectEvent, Any]]:
+    """The batch's asset events, each with the storage id its row took (both storages' effects)."""
+    return [
+        (item, event_id)
+        for item, event_id in zip(items, ids, strict=True)
+        if isinstance(item, EffectEvent) and _is_asset_event(item)
+    ]
+
+
 def _is_check_event(item: EffectEvent) -> bool:
     return item.event_type in ASSET_CHECK_EVENTS
 
@@ -416,11 +427,7 @@ class EventBatchWriter:
             )
             batch.insert(SqlEventLogStorageTable, rows)
             ids = [row.get("id") for row in rows]
-            asset_ids = [
-                (item, event_id)
-                for item, event_id in zip(items, ids, strict=True)
-                if isinstance(item, EffectEvent) and _is_asset_event(item)
-            ]
+            asset_ids = _asset_events_with_ids(items, ids)
             if asset_ids:
                 tags = _tag_rows(storage, asset_ids)
                 if tags and self._lookup("tags table", lambda: storage.has_table(AssetEventTagsTable.name)):
@@ -618,11 +625,7 @@ class EventBatchWriter:
     ) -> None:
         storage = self._storage
         assert storage is not None
-        assets = [
-            (item, event_id)
-            for item, event_id in zip(items, ids, strict=True)
-            if isinstance(item, EffectEvent) and _is_asset_event(item)
-        ]
+        assets = _asset_events_with_ids(items, ids)
         if assets:
             tags = _tag_rows(storage, assets)
             if tags and self._lookup("tags table", lambda: storage.has_table(AssetEventTagsTable.name)):

@@ -77,3 +77,10 @@ def first_difference(expected: list[tuple[Any, ...]], actual: list[tuple[Any, ..
         }
         return f"{len(missing)} rows differ; first, (expected, stored) per differing column: {columns}"
     return f"expected only: {missing[:1]}" if missing else f"stored only: {extra[:1]}"
+
+
+def assert_same_rows(expected: dict[str, list[tuple[Any, ...]]], actual: dict[str, list[tuple[Any, ...]]]) -> None:
+    """The same tables, each with the same rows (`storage_rows` of two homes); names the first difference."""
+    assert sorted(actual) == sorted(expected)
+    for table, rows in expected.items():
+        assert actual[table] == rows, f"{table}: {first_difference(rows, actual[table])}"

@@ -41,7 +41,7 @@ from osiris_dagster.remote.event_batches import EffectEvent, EventBatchWriter, P
 from osiris_dagster.remote.event_relay import MAX_WAIT_S, READ_SIZE, TERMINAL_EVENTS, EventRelay
 from tests.conftest import REPO
 from tests.remote.relay_streams import instance, new_run, real_runs, worker_lines
-from tests.remote.storage_rows import first_difference, storage_rows
+from tests.remote.storage_rows import assert_same_rows, storage_rows
 
 STORAGES = ["sqlite", "postgres"]
 
@@ -243,9 +243,7 @@ def test_relayed_runs_leave_the_same_rows_as_dagster_storing_each_event(
     assert count("asset_keys", expected) >= 5
     assert count("run_tags", expected) >= 1  # the failed run's failure reason
     assert count("event_logs", expected) > 100
-    assert sorted(actual) == sorted(expected)
-    for table, rows in expected.items():
-        assert actual[table] == rows, f"{table}: {first_difference(rows, actual[table])}"
+    assert_same_rows(expected, actual)
 
 
 @pytest.mark.parametrize("storage", STORAGES)
@@ -278,9 +276,7 @@ def test_a_run_tagged_while_its_terminal_event_is_held_keeps_the_tag(
         tagged = [r for r in relay_home.get_runs() if r.tags.get("osiris/checked") == "while held"]
         assert {r.status.value for r in tagged} == {"SUCCESS", "FAILURE"} and len(tagged) == len(runs)
 
-    assert sorted(actual) == sorted(expected)
-    for table, rows in expected.items():
-        assert actual[table] == rows, f"{table}: {first_difference(rows, actual[table])}"
+    assert_same_rows(expected, actual)
 
 
 def _checks_altered(runs: list[Any], *, planned: int, evaluated: int) -> list[Any]:
@@ -314,9 +310,7 @@ def test_check_evaluations_without_a_planned_row_or_evaluated_twice_leave_dagste
     checks = [rows for table, rows in expected.items() if table.endswith("/asset_check_executions")]
     assert sum(len(rows) for rows in checks) >= 4
     assert all(dict(row)["execution_status"] != "PLANNED" for rows in checks for row in rows)
-    assert sorted(actual) == sorted(expected)
-    for table, rows in expected.items():
-        assert actual[table] == rows, f"{table}: {first_difference(rows, actual[table])}"
+    assert_same_rows(expected, actual)
 
 
 @pytest.mark.parametrize("storage", STORAGES)
