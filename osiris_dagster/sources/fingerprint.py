@@ -23,6 +23,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
+from osiris_dagster.sources.mysql_options import MySQLOptions
+
 # A query that reads exactly one table (the whole table, or a filtered/ordered/limited part of it).
 _ONE_TABLE_QUERY = re.compile(
     r"""^\s*select\s+(?:\*|[\w\s,.`"]+?)\s+from\s+([A-Za-z_][\w$]*(?:\.[A-Za-z_][\w$]*)?)\s*
@@ -41,7 +43,13 @@ def source_table(table: str | None, query: str | None) -> str | None:
 
 def source_fingerprint(url: URL, *, table: str | None, query: str | None, column: str | None = None) -> str:
     """The fingerprint of a read step's source (see the module docstring for the rule)."""
-    engine = sa.create_engine(url, poolclass=NullPool)
+    connect_args: dict[str, object] = {}
+    if url.get_backend_name() in ("mysql", "mariadb"):
+        # The reader's options, applied as the reader applies them (SQLAlchemy's own reading of
+        # ``ssl_*`` query keys differs: it would drop ``ssl_ca`` next to a verify flag).
+        connect_args = MySQLOptions.of(url.query).pymysql_args()
+        url = url.set(query={})
+    engine = sa.create_engine(url, poolclass=NullPool, connect_args=connect_args)
     preparer = engine.dialect.identifier_preparer
     one_table = source_table(table, query)
     quoted_table = ".".join(preparer.quote(part) for part in one_table.split(".")) if one_table else None

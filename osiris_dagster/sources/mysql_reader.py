@@ -20,6 +20,10 @@ Both paths stage the same bytes: every cell is the server's own text for the val
    value arrives as the raw text protocol string; binary and BIT values get the same two
    documented conversions as the server expressions.
 
+Both paths connect with the source's options (``sources.mysql_options``: charset, socket, TLS),
+each told them in its own driver's terms; a client certificate, which connectorx cannot present,
+sends the read to the generic path.
+
 A connectorx panic never reaches the console: its Rust output on fd 2 is filtered
 (``sources.native_stderr``) and the fallback is one warning naming the path taken and why.
 
@@ -43,6 +47,7 @@ import pyarrow as pa
 
 from osiris_dagster.formats.mysql_text import MySQLTextColumn, mysql_text_column, quote_identifier
 from osiris_dagster.sources.errors import SourceError
+from osiris_dagster.sources.mysql_options import MySQLOptions
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL as SQLAlchemyURL
@@ -61,10 +66,14 @@ def mysql_batches(
     url: URL, query: str, batch_rows: int, log: logging.Logger
 ) -> tuple[list[tuple[str, str]], Iterator[pa.RecordBatch]]:
     """``([(column, sql type)], text batches)`` of ``query``; batches are read lazily."""
+    options = MySQLOptions.of(url.query)  # an unknown option fails before anything connects
     fields = _result_fields(url, query)
     columns = [mysql_text_column(field) for field in fields]
     described = [(c.name, c.sql_type) for c in columns]
     if os.environ.get(FORCE_PATH_ENV) == "generic":
+        return described, _generic_batches(url, query, columns, batch_rows)
+    if options.connectorx_query() is None:
+        log.info("a client certificate is configured: reading through pymysql (connectorx cannot present one)")
         return described, _generic_batches(url, query, columns, batch_rows)
     return described, _fast_then_generic(url, query, columns, batch_rows, log)
 
@@ -100,14 +109,12 @@ def _pymysql_connect(url: URL, **extra: Any) -> Any:
         "user": url.username or "",
         "password": url.password or "",
         "database": url.database,
-        "charset": str(url.query.get("charset", "utf8mb4")),
+        **MySQLOptions.of(url.query).pymysql_args(),
         **extra,
     }
-    if "unix_socket" in url.query:
-        connect_args["unix_socket"] = str(url.query["unix_socket"])
     try:
         return _connection_class()(**connect_args)
-    except pymysql.MySQLError as exc:
+    except (pymysql.MySQLError, OSError) as exc:  # OSError: a TLS file that cannot be read
         raise SourceError(f"cannot connect to MySQL at {url.host}:{url.port or 3306}: {exc}") from None
 
 
@@ -256,7 +263,8 @@ def _connectorx_url(url: URL) -> str:
     password = urllib.parse.quote(url.password or "", safe="")
     auth = f"{user}:{password}@" if url.username else ""
     database = urllib.parse.quote(url.database or "", safe="")
-    return f"mysql://{auth}{url.host or 'localhost'}:{url.port or 3306}/{database}"
+    tls = MySQLOptions.of(url.query).connectorx_query()
+    return f"mysql://{auth}{url.host or 'localhost'}:{url.port or 3306}/{database}" + (f"?{tls}" if tls else "")
 
 
 _TOKEN = re.compile(

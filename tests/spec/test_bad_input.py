@@ -288,6 +288,13 @@ CONNECTION_CASES = [
         "valid",
     ),
     (
+        "connections-mysql-unknown-option",  # a misspelt TLS flag must not silently mean "do not verify"
+        "connections:\n  sqlite:\n    movies: {demo: movies}\n  mysql:\n"
+        "    m: {host: h, database: x, options: {ssl_ca: ca.pem, ssl_verify_certs: true}}\n",
+        "connections.mysql.m.options",
+        "'ssl_verify_certs' is not one of",
+    ),
+    (
         "connections-wrong-type",
         "connections:\n  sqlite:\n    movies: {demo: movies, default: 'yes'}\n",
         "connections.sqlite.movies.default",

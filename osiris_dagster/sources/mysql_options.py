@@ -1,0 +1,105 @@
+"""The connection options the MySQL reader applies, and how each of its two drivers is told them.
+
+Options come from the URL's query (``?ssl_ca=...``) or a profile's ``options:`` (which become that
+query), under pymysql's names, which are also what SQLAlchemy's MySQL dialects take:
+
+* ``charset`` (default ``utf8mb4``), ``unix_socket`` (the metadata and generic-path connection);
+* TLS: ``ssl_ca``, ``ssl_cert``, ``ssl_key`` (PEM files), ``ssl_verify_cert``,
+  ``ssl_verify_identity``, ``ssl_disabled`` (true/false), with pymysql's meaning: any of the first
+  five makes TLS required (``ssl_ca`` alone encrypts without verifying, as in pymysql); the
+  verify flags check the certificate against ``ssl_ca`` (or the system's roots) and, for
+  identity, the host name; with none of them TLS is used when the server offers it ("preferred").
+
+Why the fast path must be told too: connectorx connects on its own, and before this it was given
+a bare ``mysql://`` URL: it moved the table in plain text while the metadata connection
+(pymysql, "preferred") used TLS, ignored a CA the user had named, and against an account that
+requires TLS it retried for ~30 s (printing the server's refusals on the console) before the
+reader fell back. Now it gets the same policy through its own URL parameters (``ssl-mode``,
+``ssl-ca``; each checked against a MariaDB of the test's own that serves TLS). A client
+certificate it cannot be given: such a source is read on the generic path, with one log line.
+
+An option the reader does not know fails the step naming it, instead of being ignored: a
+misspelt ``ssl_verify_cert`` must not silently mean "do not verify".
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from osiris_dagster.sources.errors import SourceError
+
+TLS_FILES = ("ssl_ca", "ssl_cert", "ssl_key")
+TLS_FLAGS = ("ssl_verify_cert", "ssl_verify_identity", "ssl_disabled")
+MYSQL_OPTIONS = ("charset", "unix_socket", *TLS_FILES, *TLS_FLAGS)
+_TRUE, _FALSE = frozenset({"true", "1", "yes", "on"}), frozenset({"false", "0", "no", "off"})
+
+
+@dataclass(frozen=True)
+class MySQLOptions:
+    charset: str = "utf8mb4"
+    unix_socket: str | None = None
+    ssl_ca: str | None = None
+    ssl_cert: str | None = None
+    ssl_key: str | None = None
+    ssl_verify_cert: bool = False
+    ssl_verify_identity: bool = False
+    ssl_disabled: bool = False
+
+    @classmethod
+    def of(cls, query: Mapping[str, Any]) -> MySQLOptions:
+        """The options of a URL's query; an unknown option or a value that is no boolean is a `SourceError`."""
+        values: dict[str, Any] = {}
+        for name, value in query.items():
+            if name not in MYSQL_OPTIONS:
+                known = ", ".join(MYSQL_OPTIONS)
+                raise SourceError(f"MySQL connection option '{name}' is not one the reader applies (known: {known})")
+            if not isinstance(value, str):
+                raise SourceError(f"MySQL connection option '{name}' is given more than once")
+            values[name] = _flag(name, value) if name in TLS_FLAGS else value
+        return cls(**values)
+
+    @property
+    def tls_required(self) -> bool:
+        """pymysql's rule: any file or verify flag asks for TLS (unless ``ssl_disabled``)."""
+        if self.ssl_disabled:
+            return False
+        return bool(self.ssl_ca or self.ssl_cert or self.ssl_key or self.ssl_verify_cert or self.ssl_verify_identity)
+
+    def pymysql_args(self) -> dict[str, Any]:
+        args: dict[str, Any] = {"charset": self.charset}
+        if self.unix_socket:
+            args["unix_socket"] = self.unix_socket
+        if self.ssl_disabled:
+            args["ssl_disabled"] = True
+        for name in (*TLS_FILES, "ssl_verify_cert", "ssl_verify_identity"):
+            if getattr(self, name):
+                args[name] = getattr(self, name)
+        return args
+
+    def connectorx_query(self) -> str | None:
+        """connectorx's URL query for the same TLS policy; None when it cannot apply it (a client certificate)."""
+        if self.ssl_disabled:
+            return "ssl-mode=disabled"
+        if self.ssl_cert or self.ssl_key:
+            return None
+        if not self.tls_required:
+            return "ssl-mode=preferred"
+        if not (self.ssl_verify_cert or self.ssl_verify_identity):
+            return "ssl-mode=required"
+        mode = "verify_identity" if self.ssl_verify_identity else "verify_ca"
+        query = f"ssl-mode={mode}"
+        if self.ssl_ca:
+            query += "&ssl-ca=" + urllib.parse.quote(self.ssl_ca, safe="/")
+        return query
+
+
+def _flag(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise SourceError(f"MySQL connection option '{name}': '{value}' is not true or false")
