@@ -15,7 +15,8 @@ a bare ``mysql://`` URL: it moved the table in plain text while the metadata con
 (pymysql, "preferred") used TLS, ignored a CA the user had named, and against an account that
 requires TLS it retried for ~30 s (printing the server's refusals on the console) before the
 reader fell back. Now it gets the same policy through its own URL parameters (``ssl-mode``,
-``ssl-ca``; each checked against a MariaDB of the test's own that serves TLS). A client
+``ssl-ca``; each checked against a MariaDB of the test's own that serves TLS, and against the
+session's server, which has TLS off). A client
 certificate it cannot be given: such a source is read on the generic path, with one log line.
 
 An option the reader does not know fails the step naming it, instead of being ignored: a
@@ -79,14 +80,20 @@ class MySQLOptions:
                 args[name] = getattr(self, name)
         return args
 
-    def connectorx_query(self) -> str | None:
-        """connectorx's URL query for the same TLS policy; None when it cannot apply it (a client certificate)."""
+    def connectorx_query(self, server_offers_tls: bool) -> str | None:
+        """connectorx's URL query for the same TLS policy; None when it cannot apply it (a client
+        certificate). ``server_offers_tls``: what the metadata connection's handshake showed.
+
+        pymysql's "preferred" is decided here, not by connectorx: its ``ssl-mode=preferred``
+        requires TLS (against a server without TLS it retried ~30 s, "Client requires secure
+        connection but server does not have this capability"; connectorx 0.4.6).
+        """
         if self.ssl_disabled:
             return "ssl-mode=disabled"
         if self.ssl_cert or self.ssl_key:
             return None
         if not self.tls_required:
-            return "ssl-mode=preferred"
+            return "ssl-mode=required" if server_offers_tls else "ssl-mode=disabled"
         if not (self.ssl_verify_cert or self.ssl_verify_identity):
             return "ssl-mode=required"
         mode = "verify_identity" if self.ssl_verify_identity else "verify_ca"

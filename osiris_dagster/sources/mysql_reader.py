@@ -67,26 +67,27 @@ def mysql_batches(
 ) -> tuple[list[tuple[str, str]], Iterator[pa.RecordBatch]]:
     """``([(column, sql type)], text batches)`` of ``query``; batches are read lazily."""
     options = MySQLOptions.of(url.query)  # an unknown option fails before anything connects
-    fields = _result_fields(url, query)
+    fields, server_offers_tls = _result_fields(url, query)
     columns = [mysql_text_column(field) for field in fields]
     described = [(c.name, c.sql_type) for c in columns]
     if os.environ.get(FORCE_PATH_ENV) == "generic":
         return described, _generic_batches(url, query, columns, batch_rows)
-    if options.connectorx_query() is None:
+    tls = options.connectorx_query(server_offers_tls)
+    if tls is None:
         log.info("a client certificate is configured: reading through pymysql (connectorx cannot present one)")
         return described, _generic_batches(url, query, columns, batch_rows)
-    return described, _fast_then_generic(url, query, columns, batch_rows, log)
+    return described, _fast_then_generic(url, query, columns, batch_rows, log, tls)
 
 
 def _fast_then_generic(
-    url: URL, query: str, columns: Sequence[MySQLTextColumn], batch_rows: int, log: logging.Logger
+    url: URL, query: str, columns: Sequence[MySQLTextColumn], batch_rows: int, log: logging.Logger, tls: str
 ) -> Iterator[pa.RecordBatch]:
     from osiris_dagster.sources.native_stderr import panic_output_filtered
 
     sent = 0
     with panic_output_filtered() as output:
         try:
-            for batch in _connectorx_batches(url, query, columns, batch_rows):
+            for batch in _connectorx_batches(url, query, columns, batch_rows, tls):
                 sent += batch.num_rows
                 yield batch
             return
@@ -151,9 +152,11 @@ def _connection_class() -> type:
     return Connection
 
 
-def _result_fields(url: URL, query: str) -> list[Any]:
-    """The result's column metadata without reading a row (pymysql field packets)."""
+def _result_fields(url: URL, query: str) -> tuple[list[Any], bool]:
+    """The result's column metadata without reading a row (pymysql field packets), and whether
+    the server offers TLS (its handshake's capability flag: what "preferred" decides by)."""
     import pymysql
+    from pymysql.constants import CLIENT
 
     connection = _pymysql_connect(url)
     try:
@@ -162,13 +165,14 @@ def _result_fields(url: URL, query: str) -> list[Any]:
                 cursor.execute(f"SELECT * FROM ({query}) AS osiris_q LIMIT 0")
             except pymysql.MySQLError as exc:
                 raise SourceError(f"query failed: {exc}") from None
-            return list(cursor._result.fields)  # the public description lacks flags and charset
+            fields = list(cursor._result.fields)  # the public description lacks flags and charset
+            return fields, bool(connection.server_capabilities & CLIENT.SSL)
     finally:
         connection.close()
 
 
 def _connectorx_batches(
-    url: URL, query: str, columns: Sequence[MySQLTextColumn], batch_rows: int
+    url: URL, query: str, columns: Sequence[MySQLTextColumn], batch_rows: int, tls: str
 ) -> Iterator[pa.RecordBatch]:
     import connectorx  # imported here: the generic path must not need it
 
@@ -179,7 +183,9 @@ def _connectorx_batches(
     fetch_query = f"SELECT {select_list} FROM ({inner}) AS osiris_q"
     schema = pa.schema([pa.field(c.name, pa.string()) for c in columns])
     batch_size = min(batch_rows, _CONNECTORX_BATCH_ROWS)
-    reader = connectorx.read_sql(_connectorx_url(url), fetch_query, return_type="arrow_stream", batch_size=batch_size)
+    reader = connectorx.read_sql(
+        _connectorx_url(url, tls), fetch_query, return_type="arrow_stream", batch_size=batch_size
+    )
     for batch in _waiting_without_the_gil(reader, batch_size):
         yield pa.RecordBatch.from_arrays(
             [_as_text(a, c) for a, c in zip(batch.columns, columns, strict=True)], schema=schema
@@ -258,13 +264,13 @@ def _generic_batches(
         connection.close()
 
 
-def _connectorx_url(url: URL) -> str:
+def _connectorx_url(url: URL, tls: str) -> str:
+    """connectorx's URL for ``url``, with its TLS parameters ``tls`` (`MySQLOptions.connectorx_query`)."""
     user = urllib.parse.quote(url.username or "", safe="")
     password = urllib.parse.quote(url.password or "", safe="")
     auth = f"{user}:{password}@" if url.username else ""
     database = urllib.parse.quote(url.database or "", safe="")
-    tls = MySQLOptions.of(url.query).connectorx_query()
-    return f"mysql://{auth}{url.host or 'localhost'}:{url.port or 3306}/{database}" + (f"?{tls}" if tls else "")
+    return f"mysql://{auth}{url.host or 'localhost'}:{url.port or 3306}/{database}?{tls}"
 
 
 _TOKEN = re.compile(

@@ -35,6 +35,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
         yield running
 
 
+@pytest.fixture(scope="module")
+def server_without_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
+    with tls_mariadb(tmp_path_factory.mktemp("plain") / "server", tls=False) as running:
+        running.admin(
+            "CREATE TABLE tls_source.things (id INT PRIMARY KEY, label VARCHAR(40), amount DECIMAL(12,4), born DATE);"
+            " INSERT INTO tls_source.things VALUES (1, 'plain', 1.5, '2024-01-01');"
+        )
+        yield running
+
+
 def _server_text(server: TlsServer) -> list[tuple[str | None, ...]]:
     """The rows as the server prints them (`mysql --batch`; NULL as the client's NULL word)."""
     printed = server.admin(f"USE tls_source; {QUERY}").splitlines()[1:]
@@ -128,3 +138,25 @@ def test_a_sensors_source_fingerprint_uses_the_same_tls_options(server: TlsServe
     unsigned = make_url(server.url("anyway", ssl_ca=str(server.other_ca), ssl_verify_cert="true"))
     with pytest.raises(Exception, match="certificate verify failed"):
         source_fingerprint(unsigned, table="things", query=None)
+
+
+@pytest.mark.parametrize("offers_tls", [True, False])
+def test_without_options_the_fast_path_reads_whatever_the_server_offers_without_falling_back(
+    request: pytest.FixtureRequest,
+    offers_tls: bool,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """pymysql's "preferred" on the fast path too: TLS when the server offers it, none when not
+    (connectorx's own `ssl-mode=preferred` requires TLS: against a server without it, a ~30 s
+    stall, its refusals on the console, then the fallback)."""
+    server: TlsServer = request.getfixturevalue("server" if offers_tls else "server_without_tls")
+    started = time.monotonic()
+    rows = _extract(server.url("anyway"), tmp_path / "things.arrow", caplog)
+    elapsed = time.monotonic() - started
+    assert rows == _server_text(server)
+    assert not [r for r in caplog.records if "connectorx could not read" in r.getMessage()]
+    console = capfd.readouterr()
+    assert "r2d2" not in console.err + console.out
+    assert elapsed < 20, f"{elapsed:.1f} s: connectorx retried a refused connection"  # not a speed target

@@ -70,7 +70,8 @@ def _free_port() -> int:
 
 
 @contextmanager
-def tls_mariadb(folder: Path) -> Iterator[TlsServer]:
+def tls_mariadb(folder: Path, *, tls: bool = True) -> Iterator[TlsServer]:
+    """The server; ``tls=False`` starts the same server with TLS off (``have_ssl`` DISABLED)."""
     for binary in (INSTALL_DB, MARIADBD):
         if not Path(binary).exists():
             raise AssertionError(f"{binary} is missing: install MariaDB's server package (apt install mariadb-server)")
@@ -84,11 +85,15 @@ def tls_mariadb(folder: Path) -> Iterator[TlsServer]:
     )  # fmt: skip
     server = TlsServer(_free_port(), folder / "mysqld.sock", folder / "ca.pem", folder / "other-ca.pem")
     log = folder / "server.log"
+    certificates = [
+        f"--ssl-ca={folder / 'ca.pem'}",
+        f"--ssl-cert={folder / 'server.pem'}",
+        f"--ssl-key={folder / 'server-key.pem'}",
+    ]
     process = subprocess.Popen(
         [MARIADBD, "--no-defaults", f"--datadir={data}", "--user=root", f"--socket={server.socket_path}",
          f"--port={server.port}", "--bind-address=127.0.0.1", f"--pid-file={folder / 'mysqld.pid'}",
-         f"--ssl-ca={folder / 'ca.pem'}", f"--ssl-cert={folder / 'server.pem'}",
-         f"--ssl-key={folder / 'server-key.pem'}",
+         *(certificates if tls else []),
          "--skip-name-resolve", "--innodb-buffer-pool-size=16M", f"--log-error={log}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -96,7 +101,7 @@ def tls_mariadb(folder: Path) -> Iterator[TlsServer]:
         deadline = time.monotonic() + 60
         while True:
             try:
-                if "YES" in server.admin("SHOW VARIABLES LIKE 'have_ssl'"):
+                if ("YES" if tls else "DISABLED") in server.admin("SHOW VARIABLES LIKE 'have_ssl'"):
                     break
             except subprocess.CalledProcessError:
                 pass
@@ -105,7 +110,7 @@ def tls_mariadb(folder: Path) -> Iterator[TlsServer]:
             time.sleep(0.2)
         server.admin(
             f"CREATE DATABASE {DATABASE};"
-            " CREATE USER tls_only@'%' REQUIRE SSL; CREATE USER anyway@'%';"
+            f" CREATE USER tls_only@'%' {'REQUIRE SSL' if tls else ''}; CREATE USER anyway@'%';"
             f" GRANT ALL ON {DATABASE}.* TO tls_only@'%'; GRANT ALL ON {DATABASE}.* TO anyway@'%';"
         )
         yield server
