@@ -6,10 +6,10 @@ Not a test: run by hand, after ``bench/extract_csv.py`` has created the table.
 
 Phases (each timed on its own, median of ``--runs``):
 
-* ``fetch (connectorx, SELECT *)``   connectorx arrow_stream of the plain query: typed Arrow, as
-  before issue 10 (the product then cast every batch to the exact source types);
-* ``fetch (connectorx, server text)`` the query the product runs now: every column formatted by
-  the server (``formats.mysql_text``), connectorx only moves UTF-8 strings;
+* ``fetch (C row reader)``          the product's MySQL read: the text protocol's rows split into
+  Arrow string arrays (``sources._mysql_rows``), nothing staged;
+* ``fetch (pymysql, generic path)``  the same rows read by pymysql, one Python object per cell
+  (``OSIRIS_MYSQL_PATH=generic``);
 * ``extract_to_staging``             the product's read step: fetch + staging write;
 * ``staging read``                   iterating the staged IPC file;
 * ``formatting``                     ``format_rows`` of every staged batch on one thread (quoting);
@@ -20,7 +20,6 @@ Phases (each timed on its own, median of ``--runs``):
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -30,13 +29,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 URL = "mysql+pymysql://root@127.0.0.1:3306/osiris_bench"
-CX_URL = "mysql://root@127.0.0.1:3306/osiris_bench"
 
 
-def timed(function) -> float:  # type: ignore[no-untyped-def]
-    started = time.perf_counter()
+def timed(function) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """(wall s, CPU s of this process) of one call."""
+    started, cpu = time.perf_counter(), time.process_time()
     function()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 def main() -> None:
@@ -45,28 +44,27 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
 
-    import connectorx
-    from sqlalchemy.engine import make_url
+    import logging
+    import os
 
     from osiris_dagster.formats.csv_values import CsvOptions, format_rows
-    from osiris_dagster.formats.mysql_text import mysql_text_column, quote_identifier
-    from osiris_dagster.sources.mysql_reader import _result_fields
+    from osiris_dagster.sources.mysql_reader import FORCE_PATH_ENV, mysql_batches
+    from osiris_dagster.sources.source_url import source_url
     from osiris_dagster.sources.sql_extract import extract_to_staging
     from osiris_dagster.staging import iter_staged_batches
     from osiris_dagster.targets.csv_writer import write_csv
 
     table = f"movies_{args.rows}"
     query = f"SELECT * FROM {table}"
-    columns = [mysql_text_column(f) for f in _result_fields(make_url(URL), query)]
-    text_query = (
-        "SELECT "
-        + ", ".join(f"{c.server_text} AS {quote_identifier(c.name)}" for c in columns)
-        + f" FROM ({query}) AS osiris_q"
-    )
 
-    def fetch(sql: str) -> None:
-        for _ in connectorx.read_sql(CX_URL, sql, return_type="arrow_stream", batch_size=20_000):
-            pass
+    def fetch(path: str) -> None:
+        os.environ[FORCE_PATH_ENV] = path
+        try:
+            _, batches = mysql_batches(source_url(URL), query, 100_000, logging.getLogger("bench"))
+            for _ in batches:
+                pass
+        finally:
+            del os.environ[FORCE_PATH_ENV]
 
     with tempfile.TemporaryDirectory(prefix="osiris-breakdown-") as tmp:
         staged_path = Path(tmp) / "t.arrow"
@@ -79,18 +77,19 @@ def main() -> None:
                 format_rows(batch, options)
 
         phases = {
-            "fetch (connectorx, SELECT *)": lambda: fetch(query),
-            "fetch (connectorx, server text)": lambda: fetch(text_query),
+            "fetch (C row reader)": lambda: fetch("fast"),
+            "fetch (pymysql, generic path)": lambda: fetch("generic"),
             "extract_to_staging": lambda: extract_to_staging(URL, query, staged_path),
             "staging read": lambda: sum(b.num_rows for b in iter_staged_batches(staged.path)),
             "formatting (1 thread)": formatting,
             "write_csv": lambda: write_csv(iter_staged_batches(staged.path), staged.schema, csv_path, options),
         }
-        print(f"| phase ({args.rows:,} rows, median of {args.runs}) | s |")
-        print("|---|---:|")
+        print(f"| phase ({args.rows:,} rows, median of {args.runs}) | wall s | CPU s |")
+        print("|---|---:|---:|")
         for name, function in phases.items():
-            seconds = statistics.median(timed(function) for _ in range(args.runs))
-            print(f"| {name} | {seconds:.2f} |", flush=True)
+            times = sorted(timed(function) for _ in range(args.runs))
+            wall, cpu = times[len(times) // 2]
+            print(f"| {name} | {wall:.2f} | {cpu:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ batches. Two allocators hold those buffers:
 * **Arrow's pool.** pyarrow's default (mimalloc in the Linux wheels) keeps freed pages for reuse
   and peak RSS drifts to ~240 MB on the 1M-row benchmark. jemalloc returns freed pages to the
   system after ``_JEMALLOC_DECAY_MS``: pages freed by one batch are reused by the next.
-* **glibc's malloc**, which connectorx (Rust) uses for the batches it reads ahead. glibc raises its
+* **glibc's malloc**, which the C row reader and CSV formatter use for batch buffers. glibc raises its
   mmap threshold each time a large block is freed (up to 32 MB), after which freed blocks of any
   size stay in the heap. The thresholds are fixed at ``_BATCH_BLOCK_BYTES`` (8 MiB): a batch's
   column buffers (a few MB) come from the heap and are reused, while the heap gives back

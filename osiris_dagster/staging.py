@@ -126,8 +126,8 @@ class BatchConsumer(Protocol):
 
     It gets where the batch lies in the file being written, not the batch: it reads the batch
     back (``StagedBatchReader``) at its own pace, so a consumer slower than the source never
-    holds batches in memory, nor makes the source's reader hold them (connectorx reads ahead
-    without bound while its batches are not taken: peak RSS would grow with the table).
+    holds batches in memory, nor makes the source's reader hold them (a reader that reads ahead
+    without bound while its batches are not taken, as connectorx did, grows with the table).
     """
 
     def put(self, where: StagedBatch) -> None: ...

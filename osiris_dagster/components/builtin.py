@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from osiris_dagster.staging import ExtractedTable
     from osiris_dagster.targets.csv_writer import CsvOptions
 
-# Drivers (pyarrow, connectorx, SQLAlchemy engines) are imported when a step runs, not when
+# Drivers (pyarrow, pymysql, SQLAlchemy engines) are imported when a step runs, not when
 # definitions load: every `dagster` command and code-server start pays for what is imported here.
 
 _EXTRACT_CONFIG: dict[str, Any] = {

@@ -1,27 +1,19 @@
 """MySQL/MariaDB text rules: what each column's cell text is, and its SQL type name.
 
 The contract (README "CSV values"): a cell is the server's text-protocol form of the value, what
-``mysql --batch`` prints before its TSV escaping. The server already sends every value of a
-plain query as that text, so nothing here formats a value: this module only says, per column,
+``mysql --batch`` prints before its TSV escaping. The server sends every value of a plain query as
+that text, so nothing here formats a value: this module only says, per column,
 
 * ``sql_type``: the column's type in MySQL terms from its result field packet (type code, length,
   scale, flags, charset): ``DECIMAL(3,1)``, ``DATETIME(3)``, ``BIGINT UNSIGNED``, ``VARCHAR(40)``;
-* ``server_text``: the SQL expression whose value is that text as a character string, so a
-  columnar reader (connectorx) only moves UTF-8 strings. Two kinds of column go as they are: text
-  columns (already the text) and signed SMALLINT/MEDIUMINT/INT/BIGINT (connectorx reads them as
-  integers and Arrow's integer -> string cast prints the same digits). On the 1M-row benchmark
-  table (bench/extract_breakdown.py, machine shared) connectorx read the two text columns in
-  2.58 s as they are and 3.46 s through CAST, the four integer columns in 1.99 s natively and
-  2.68 s through CAST; dates 1.36 s natively vs 1.58 s through CAST, but a zero date makes
-  connectorx panic, so temporal types stay server-formatted. ``CAST(c AS CHAR)`` is byte-identical to
-  the text protocol for every numeric, temporal, string, ENUM/SET and JSON column (checked cell by
-  cell against the raw protocol in tests/sources/test_conformance_mariadb.py: DOUBLE
-  ``1.7976931348623157e308``, FLOAT ``3.40282e38``, DECIMAL(65,30) at scale, ``-838:59:59.99``,
-  ``0000-00-00``, ``2024-02-00 01:02:03.400``, YEAR ``0000``). The two documented exceptions are
-  formed by the server too: binary strings (BINARY/VARBINARY/BLOB, GEOMETRY) as
-  ``CONCAT(CHAR(92 USING utf8mb4), 'x', LOWER(HEX(c)))`` (the backslash spelled as a code
-  point, so ``NO_BACKSLASH_ESCAPES`` cannot change it), BIT as ``c + 0`` (unsigned digits);
-* ``raw_text``: the same two exceptions for a value read through the raw text protocol (the
+* ``conversion``: ``TEXT`` (the protocol's bytes are the cell: numbers, dates, times, strings,
+  ENUM/SET, JSON; checked cell by cell against the raw protocol in
+  tests/sources/test_conformance_mariadb.py: DOUBLE ``1.7976931348623157e308``, FLOAT
+  ``3.40282e38``, DECIMAL(65,30) at scale, ``-838:59:59.99``, ``0000-00-00``,
+  ``2024-02-00 01:02:03.400``, YEAR ``0000``), or one of the two documented exceptions: ``HEX``
+  for binary strings (BINARY/VARBINARY/BLOB, GEOMETRY: ``\\x`` + lowercase hex) and ``BIT_DIGITS``
+  for BIT (the big-endian bytes as unsigned digits). The C row reader applies them itself;
+* ``raw_text``: the same conversion for a value pymysql read through the raw text protocol (the
   generic path gets ``bytes`` for a binary column, the big-endian bytes for a BIT).
 
 Deliberately not here: connecting, fetching, CSV quoting.
@@ -33,7 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MySQLTextColumn", "mysql_text_column", "quote_identifier"]
+__all__ = ["BIT_DIGITS", "HEX", "TEXT", "MySQLTextColumn", "mysql_text_column"]
+
+TEXT, HEX, BIT_DIGITS = "text", "hex", "bit digits"  # how a column's protocol bytes become its cell
 
 # pymysql.constants.FIELD_TYPE values (kept literal: they are the wire protocol's).
 _DECIMAL, _TINY, _SHORT, _LONG, _FLOAT, _DOUBLE, _NULL, _TIMESTAMP = 0, 1, 2, 3, 4, 5, 6, 7
@@ -46,9 +40,6 @@ _BINARY_CHARSET = 63
 _UTF8MB4_MAX_BYTES = 4
 
 _INTEGERS = {_TINY: "TINYINT", _SHORT: "SMALLINT", _INT24: "MEDIUMINT", _LONG: "INT", _LONGLONG: "BIGINT"}
-# Fetched natively by connectorx (as i16/i32/i64) and printed by Arrow; TINYINT is not, since
-# connectorx may read TINYINT(1) as a boolean, nor are unsigned types (u64 beyond i64).
-_NATIVE_INTEGERS = (_SHORT, _INT24, _LONG, _LONGLONG)
 _TEMPORAL = {_DATETIME: "DATETIME", _TIMESTAMP: "TIMESTAMP", _TIME: "TIME"}
 _BLOBS = (_TINY_BLOB, _MEDIUM_BLOB, _LONG_BLOB, _BLOB)
 _BLOB_SIZES = ((255, "TINY"), (65_535, ""), (16_777_215, "MEDIUM"))
@@ -58,28 +49,19 @@ _BLOB_SIZES = ((255, "TINY"), (65_535, ""), (16_777_215, "MEDIUM"))
 class MySQLTextColumn:
     name: str
     sql_type: str
-    server_text: str  # SQL expression over the quoted column giving its cell text
-    raw_text: Callable[[Any], str] | None  # raw-protocol value -> cell text; None: the value is the text
-
-
-def quote_identifier(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
+    conversion: str  # TEXT, HEX or BIT_DIGITS
+    raw_text: Callable[[Any], str]  # a value as pymysql returns it without decoders -> cell text
 
 
 def mysql_text_column(field: Any) -> MySQLTextColumn:
     """The text rule of one result column, from its pymysql field packet."""
     name, code = field.name, field.type_code
-    quoted = quote_identifier(name)
     sql_type = _sql_type(field)
     if code == _BIT:
-        return MySQLTextColumn(name, sql_type, f"{quoted} + 0", _bit_digits)
+        return MySQLTextColumn(name, sql_type, BIT_DIGITS, _bit_digits)
     if code == _GEOMETRY or (_is_string(code) and field.charsetnr == _BINARY_CHARSET and code != _JSON):
-        return MySQLTextColumn(name, sql_type, f"CONCAT(CHAR(92 USING utf8mb4), 'x', LOWER(HEX({quoted})))", _hex)
-    if _is_string(code) or (code in _NATIVE_INTEGERS and not field.flags & _UNSIGNED_FLAG):
-        # Already text, or a signed integer whose digits Arrow prints exactly as the server does:
-        # fetched as they are (CAST would only cost server time; see the module docstring).
-        return MySQLTextColumn(name, sql_type, quoted, _text)
-    return MySQLTextColumn(name, sql_type, f"CAST({quoted} AS CHAR)", _text)
+        return MySQLTextColumn(name, sql_type, HEX, _hex)
+    return MySQLTextColumn(name, sql_type, TEXT, _text)
 
 
 def _is_string(code: int) -> bool:

@@ -36,9 +36,9 @@ from osiris_dagster.spec.params import PARAM_ENV_PREFIX, effective_params
 
 # Imported by every run of the product, whatever the pipeline.
 BASE_MODULES = ("dagster", "pyarrow", "sqlalchemy", "yaml", "jsonschema")
-# Drivers per connection family (the MySQL fast path reads through connectorx).
+# Drivers per connection family (the MySQL fast path's row reader is the product's own C module).
 FAMILY_MODULES: Mapping[str, tuple[str, ...]] = {
-    "mysql": ("pymysql", "connectorx"),
+    "mysql": ("pymysql",),
     "postgres": ("psycopg",),
     "supabase": ("supabase",),
 }

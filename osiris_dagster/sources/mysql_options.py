@@ -1,23 +1,17 @@
-"""The connection options the MySQL reader applies, and how each of its two drivers is told them.
+"""The connection options the MySQL reader applies, in pymysql's terms.
 
 Options come from the URL's query (``?ssl_ca=...``) or a profile's ``options:`` (which become that
 query), under pymysql's names, which are also what SQLAlchemy's MySQL dialects take:
 
-* ``charset`` (default ``utf8mb4``), ``unix_socket`` (the metadata and generic-path connection);
+* ``charset`` (default ``utf8mb4``), ``unix_socket``;
 * TLS: ``ssl_ca``, ``ssl_cert``, ``ssl_key`` (PEM files), ``ssl_verify_cert``,
   ``ssl_verify_identity``, ``ssl_disabled`` (true/false), with pymysql's meaning: any of the first
   five makes TLS required (``ssl_ca`` alone encrypts without verifying, as in pymysql); the
   verify flags check the certificate against ``ssl_ca`` (or the system's roots) and, for
   identity, the host name; with none of them TLS is used when the server offers it ("preferred").
 
-Why the fast path must be told too: connectorx connects on its own, and before this it was given
-a bare ``mysql://`` URL: it moved the table in plain text while the metadata connection
-(pymysql, "preferred") used TLS, ignored a CA the user had named, and against an account that
-requires TLS it retried for ~30 s (printing the server's refusals on the console) before the
-reader fell back. Now it gets the same policy through its own URL parameters (``ssl-mode``,
-``ssl-ca``; each checked against a MariaDB of the test's own that serves TLS, and against the
-session's server, which has TLS off). A client
-certificate it cannot be given: such a source is read on the generic path, with one log line.
+Both read paths use the one pymysql connection these options make (``sources.mysql_reader``); the
+change sensor's fingerprint connects with the same ones (``sources.fingerprint``).
 
 An option the reader does not know fails the step naming it, instead of being ignored: a
 misspelt ``ssl_verify_cert`` must not silently mean "do not verify".
@@ -25,7 +19,6 @@ misspelt ``ssl_verify_cert`` must not silently mean "do not verify".
 
 from __future__ import annotations
 
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -79,28 +72,6 @@ class MySQLOptions:
             if getattr(self, name):
                 args[name] = getattr(self, name)
         return args
-
-    def connectorx_query(self, server_offers_tls: bool) -> str | None:
-        """connectorx's URL query for the same TLS policy; None when it cannot apply it (a client
-        certificate). ``server_offers_tls``: what the metadata connection's handshake showed.
-
-        pymysql's "preferred" is decided here, not by connectorx: its ``ssl-mode=preferred``
-        requires TLS (against a server without TLS it retried ~30 s, "Client requires secure
-        connection but server does not have this capability"; connectorx 0.4.6).
-        """
-        if self.ssl_disabled:
-            return "ssl-mode=disabled"
-        if self.ssl_cert or self.ssl_key:
-            return None
-        if not self.tls_required:
-            return "ssl-mode=required" if server_offers_tls else "ssl-mode=disabled"
-        if not (self.ssl_verify_cert or self.ssl_verify_identity):
-            return "ssl-mode=required"
-        mode = "verify_identity" if self.ssl_verify_identity else "verify_ca"
-        query = f"ssl-mode={mode}"
-        if self.ssl_ca:
-            query += "&ssl-ca=" + urllib.parse.quote(self.ssl_ca, safe="/")
-        return query
 
 
 def _flag(name: str, value: str) -> bool:

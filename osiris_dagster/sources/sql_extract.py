@@ -16,7 +16,8 @@ client only moves bytes (measurements in README "Performance").
 Per dialect (each dialect's text rules are in ``formats``; the readers in ``sources``):
 
 * **MySQL/MariaDB** (``mysql://``, ``mysql+pymysql://``, ``mariadb...``): ``sources.mysql_reader``,
-  connectorx with every column formatted server-side, pymysql raw text as the fallback;
+  the text protocol's rows split into Arrow by the product's C row reader (pymysql, raw text, as
+  the generic path);
 * **PostgreSQL**: ``sources.postgres_reader``, psycopg's text protocol (``COPY ... TO STDOUT`` text);
 * **SQLite and any other SQLAlchemy URL**: a server-side cursor (``stream_results=True``) read with
   ``fetchmany(batch_rows)``; values as stored (``formats.python_text``). A SQLite column's SQL type
@@ -80,8 +81,8 @@ def extract_to_staging(
 ) -> ExtractedTable:
     """Run ``query`` against ``url`` and stage the result at ``target`` (atomically).
 
-    ``progress(rows_so_far)`` is called after every staged batch; ``log`` receives the one line a
-    fallback from the fast MySQL path leaves. Each of ``consumers`` is made with the staged schema,
+    ``progress(rows_so_far)`` is called after every staged batch; ``log`` receives the one line
+    a MySQL read leaves when the C row reader is not built. Each of ``consumers`` is made with the staged schema,
     is told where every batch lies in the staged file as soon as it is written (``put``), and
     gets ``finish(table)`` once the staged file is complete (``abandon()`` if the extraction fails).
     """
@@ -113,7 +114,7 @@ def extract_to_staging(
             raise  # OSError: the staging side (disk full, permissions), not the source's fault
         if isinstance(exc, SourceError):
             raise SourceError(_scrub(str(exc), url)) from None
-        # Driver errors; a pyo3 PanicException is a BaseException.
+        # Driver errors.
         raise SourceError(_scrub(f"{type(exc).__name__}: {exc}", url)) from None
     sinks.finish(table)
     return table

@@ -4,20 +4,20 @@ When one run materializes an extracted table *and* a CSV writer that needs it (t
 ``osiris-dagster run`` / "Materialize all"), the extract step tells a ``CsvPreparation`` where
 each batch lies in the staged file as soon as it is written: a background thread reads the batch
 back and formats and writes the CSV (``write_csv``: same quoting, same bytes) into a scratch file
-of the run beside the target while connectorx is still fetching. When the write step runs,
+of the run beside the target while the table is still being fetched. When the write step runs,
 ``adopt_prepared`` checks the receipt (same run, same staged file: path, size, mtime, rows; same
 CSV options) and renames the prepared file onto the target; anything else (no receipt, another
 run's file, a different staged file, options changed) and the write step writes from the staged
 file as usual. So the written asset still appears only in its own step, atomically, and a crash
 leaves only run-id-named debris.
 
-Why: extraction (connectorx, network bound) and formatting (pyarrow kernels, CPU bound) run one
+Why: extraction (bound by the server) and formatting (CPU bound) run one
 after the other otherwise; overlapped, extract + write costs about the longer of the two instead
 of their sum (README "Performance" has the measurements). Reading batches back from the staged
 file (the page cache: ~0.05 s per 1M benchmark rows) instead of taking them from the extraction
 keeps memory flat whichever side is faster: batches handed over in memory either queue up in the
-process or, with a bounded queue, pile up inside connectorx, which reads ahead without bound while
-its batches are not taken (peak RSS grew past 200 MB that way on an idle machine).
+process or, with a bounded queue, hold up the extraction (with connectorx, which read ahead
+without bound, they piled up inside it: peak RSS grew past 200 MB that way on an idle machine).
 
 Preparation is an optimization only: if it fails (e.g. a value the file's encoding cannot hold)
 it is dropped silently and the write step then writes, and fails, the ordinary way. Incremental

@@ -118,7 +118,7 @@ def test_the_corpus_gives_the_same_bytes_however_the_run_starts(
     assert cli.returncode == 0, consoles[-1][-3000:]
     by_cli = outputs(corpus_project)
 
-    # The same run on MySQL's generic path (pymysql's raw text protocol, connectorx skipped).
+    # The same run on MySQL's generic path (pymysql's raw text protocol, the C row reader skipped).
     generic = run_cli(["run", "corpus", "-v"], cwd=corpus_project, env={**clean_env, FORCE_PATH_ENV: "generic"})
     consoles.append(generic.stdout + generic.stderr)
     assert generic.returncode == 0, consoles[-1][-3000:]

@@ -127,7 +127,7 @@ def test_sandbox_gets_only_the_variables_its_connections_reference(project: Path
         "OSIRIS_PARAM_MOVIES_DB": "mysql.movies",
         "TZ": "UTC",
     }
-    assert {"pymysql", "connectorx", "dagster"} <= set(needs.modules)
+    assert {"pymysql", "dagster"} <= set(needs.modules)
     local = job_needs(layout, whole_job, {}, environ={"MYSQL_PASSWORD": "x"})
     assert local.env == {} and "pymysql" not in local.modules  # the demo reads SQLite
 

@@ -3,8 +3,8 @@
 The expected text is read in the same test through the raw text protocol (pymysql with every
 decoder removed: the bytes the server sent, decoded as UTF-8), with only the contract's two
 documented exceptions applied (binary -> ``\\x`` hex, BIT -> digits). It is quoted with Python's
-``csv`` module, not with the product's code. Both read paths (connectorx, and the pymysql
-fallback forced with ``OSIRIS_MYSQL_PATH=generic``) must give the same bytes.
+``csv`` module, not with the product's code. Both read paths (the C row reader, and pymysql
+forced with ``OSIRIS_MYSQL_PATH=generic``) must give the same bytes.
 """
 
 from __future__ import annotations
@@ -103,16 +103,15 @@ def test_every_cell_is_the_servers_text_on_both_read_paths(
     monkeypatch.setenv(FORCE_PATH_ENV, "generic")
     generic = product_csv(mariadb_url, QUERY, tmp_path, "generic")
 
-    for path_name, produced in (("connectorx", fast), ("generic", generic)):
+    for path_name, produced in (("C row reader", fast), ("generic", generic)):
         mismatches = _mismatches(produced, expected)
         assert not mismatches, f"{path_name}: {len(mismatches)} mismatching cells: {mismatches[:10]}"
     assert fast == generic == expected
     captured = capfd.readouterr()
     assert "panicked at" not in captured.out + captured.err
-    # The fast path took the whole corpus: its fallback is a log record (under pytest a record
+    # The fast path took the whole corpus: a fallback would be a log record (under pytest a record
     # reaches no console, so the console alone could not show it).
-    assert "could not read" not in captured.out + captured.err
-    assert not [record for record in caplog.records if "could not read" in record.getMessage()]
+    assert not [record for record in caplog.records if "pymysql" in record.getMessage()]
 
 
 def test_quoting_all_quotes_every_value_and_leaves_null_empty(mariadb_url: URL, tmp_path: Path) -> None:
@@ -152,40 +151,7 @@ def test_each_column_records_its_source_sql_type(mariadb_url: URL, tmp_path: Pat
     assert types["flag"] == "TINYINT(1)" and types["dbl"] == "DOUBLE" and types["dte"] == "DATE"
 
 
-def test_a_connectorx_panic_falls_back_quietly_with_one_log_line(
-    mariadb_url: URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
-) -> None:
-    """A real Rust panic (connectorx fed a raw zero DATE, as before issue 10) stays off the console."""
-    import dataclasses
-    import logging
-
-    from osiris_dagster.sources import mysql_reader
-
-    create_corpus(mariadb_url.database)
-    text_column = mysql_reader.mysql_text_column
-
-    def raw_date(field):  # type: ignore[no-untyped-def]
-        column = text_column(field)
-        return dataclasses.replace(column, server_text="`dte`") if column.name == "dte" else column
-
-    monkeypatch.setattr(mysql_reader, "mysql_text_column", raw_date)
-    monkeypatch.setenv("RUST_BACKTRACE", "1")
-    records: list[logging.LogRecord] = []
-    log = logging.getLogger("test.fallback")
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
-    log.addHandler(handler)
-    staged = extract_to_staging(mariadb_url, QUERY, tmp_path / "p.arrow", log=log)
-    target = tmp_path / "p.csv"
-    write_csv(iter_staged_batches(staged.path), staged.schema, target, CsvOptions())
-    names, rows = server_text(mariadb_url.database, QUERY)
-    assert target.read_bytes() == expected_csv(names, rows)
-    captured = capfd.readouterr()
-    assert "panicked at" not in captured.out + captured.err and "stack backtrace" not in captured.err
-    assert len(records) == 1 and "pymysql" in records[0].getMessage()
-
-
-def test_order_by_survives_the_server_text_wrapper(mariadb_url: URL, tmp_path: Path) -> None:
+def test_the_query_is_sent_as_written_so_its_order_holds(mariadb_url: URL, tmp_path: Path) -> None:
     create_corpus(mariadb_url.database)
     staged = extract_to_staging(mariadb_url, "SELECT id, d31 FROM corpus ORDER BY id DESC", tmp_path / "m.arrow")
     ids = [i for b in iter_staged_batches(staged.path) for i in b.column("id").to_pylist()]

@@ -1,8 +1,8 @@
 """TLS to a MySQL source, on both read paths, against a MariaDB of the test's own that serves TLS.
 
 The expected cells are the server's own text (the `mysql` client over the server's socket); the
-account `tls_only` is refused by the server without TLS, so a read that succeeds as it went over
-TLS on every connection it made (the metadata query, connectorx's pool, the fallback).
+account `tls_only` is refused by the server without TLS, so a read that succeeds went over TLS (a
+read is one pymysql connection, whichever path splits its rows).
 """
 
 from __future__ import annotations
@@ -63,6 +63,10 @@ def _extract(url: str, target: Path, caplog: pytest.LogCaptureFixture) -> list[t
     return _staged_rows(target)
 
 
+def _fell_back(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "reading through pymysql" in r.getMessage()]
+
+
 @pytest.mark.parametrize("path", ["fast", "generic"])
 def test_a_source_named_with_its_ca_is_read_over_verified_tls_on_either_path(
     server: TlsServer, path: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
@@ -71,7 +75,7 @@ def test_a_source_named_with_its_ca_is_read_over_verified_tls_on_either_path(
         monkeypatch.setenv(FORCE_PATH_ENV, "generic")
     url = server.url("tls_only", ssl_ca=str(server.ca), ssl_verify_identity="true")
     assert _extract(url, tmp_path / "things.arrow", caplog) == _server_text(server)
-    assert not [r for r in caplog.records if "connectorx could not read" in r.getMessage()]  # no fallback
+    assert not _fell_back(caplog)
 
 
 def test_a_certificate_the_named_ca_did_not_sign_fails_the_read_and_stages_nothing(
@@ -90,17 +94,16 @@ def test_tls_disabled_is_refused_by_a_server_that_requires_it_with_its_own_messa
         _extract(server.url("tls_only", ssl_disabled="true"), tmp_path / "things.arrow", caplog)
 
 
-def test_a_client_certificate_reads_through_pymysql_saying_so(
+def test_a_client_certificate_is_presented_on_the_fast_path(
     server: TlsServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """connectorx cannot present a client certificate: the generic path, which can, reads the table."""
+    """A client certificate is pymysql's to present; the C row reader then splits the rows (the
+    connectorx reader could not present one and sent such a source to the generic path)."""
     certificate = server.ca.parent / "server.pem"  # any certificate with its key will do for the server
     key = server.ca.parent / "server-key.pem"
     url = server.url("tls_only", ssl_ca=str(server.ca), ssl_cert=str(certificate), ssl_key=str(key))
     assert _extract(url, tmp_path / "things.arrow", caplog) == _server_text(server)
-    assert [r.getMessage() for r in caplog.records if "client certificate" in r.getMessage()] == [
-        "a client certificate is configured: reading through pymysql (connectorx cannot present one)"
-    ]
+    assert not _fell_back(caplog)
 
 
 def test_an_unknown_option_fails_naming_it_before_connecting(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -138,17 +141,18 @@ def test_without_options_the_fast_path_reads_whatever_the_server_offers_without_
     caplog: pytest.LogCaptureFixture,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    """pymysql's "preferred" on the fast path too: TLS when the server offers it, none when not.
+    """pymysql's "preferred" on the fast path: TLS when the server offers it, none when not.
 
-    Before, connectorx connected without TLS: an account that requires it was refused, and
-    connectorx retried for ~30 s printing the refusals on the console before the reader fell
-    back; connectorx's own `ssl-mode=preferred` does the same against a server without TLS."""
+    Before the C row reader, connectorx connected on its own, without TLS: an account that
+    requires it was refused, and connectorx retried for ~30 s printing the refusals on the console
+    before the reader fell back; its own `ssl-mode=preferred` did the same against a server
+    without TLS. Kept as a regression test of the one-connection design."""
     server: TlsServer = request.getfixturevalue(server_fixture)
     started = time.monotonic()
     rows = _extract(server.url(user), tmp_path / "things.arrow", caplog)
     elapsed = time.monotonic() - started
     assert rows == _server_text(server)
-    assert not [r for r in caplog.records if "connectorx could not read" in r.getMessage()]
+    assert not _fell_back(caplog)
     console = capfd.readouterr()
     assert "r2d2" not in console.err + console.out and "Access denied" not in console.err + console.out
-    assert elapsed < 20, f"{elapsed:.1f} s: connectorx retried a refused connection"  # not a speed target
+    assert elapsed < 20, f"{elapsed:.1f} s: a refused connection was retried"  # not a speed target
