@@ -29,13 +29,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from osiris_dagster.arrow_memory import use_streaming_memory_pool
-from osiris_dagster.formats.csv_values import (
-    CsvOptions,
-    format_column,
-    format_header,
-    format_rows,
-    rows_as_bytes,
-)
+from osiris_dagster.formats.csv_values import CsvOptions, csv_lines, format_column, format_header
 from osiris_dagster.runs.scratch import scratch_path
 
 __all__ = ["CsvEncodingError", "CsvOptions", "CsvWriteResult", "replace_target", "write_csv"]
@@ -92,11 +86,11 @@ def write_csv(
             encode = _encoder(options.encoding)
             if options.header:
                 out.write(encode(format_header(schema.names, options), None))
-            for text, piece in _formatted(_slices(batches, schema), options, threads):
+            for lines, piece in _formatted(_slices(batches, schema), options, threads):
                 if encode is _utf8:
-                    out.write(rows_as_bytes(text))
+                    out.write(lines)
                 else:
-                    out.write(_encode_rows(text, piece, schema, options, encode))
+                    out.write(_encode_rows(lines, piece, schema, options, encode))
                 rows += piece.num_rows
                 if progress is not None:
                     progress(rows)
@@ -156,22 +150,22 @@ def _slices(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa
 
 def _formatted(
     pieces: Iterator[pa.RecordBatch], options: CsvOptions, threads: int
-) -> Iterator[tuple[pa.StringArray, pa.RecordBatch]]:
-    """``(format_rows(piece), piece)`` in order, formatted ``threads`` pieces at a time.
+) -> Iterator[tuple[bytes | memoryview, pa.RecordBatch]]:
+    """``(csv_lines(piece), piece)`` in order, formatted ``threads`` pieces at a time.
 
-    pyarrow.compute releases the GIL, so formatting batches on worker threads uses every core
+    Formatting releases the GIL, so formatting batches on worker threads uses every core
     while the main thread reads the next batch and writes the previous one.  At most
     ``threads + 1`` pieces are in flight: memory stays bounded.
     """
     if threads < 2:
         for piece in pieces:
-            yield format_rows(piece, options), piece
+            yield csv_lines(piece, options), piece
         return
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="csv-format")
     try:
-        pending: deque[tuple[Future[pa.StringArray], pa.RecordBatch]] = deque()
+        pending: deque[tuple[Future[bytes | memoryview], pa.RecordBatch]] = deque()
         for piece in pieces:
-            pending.append((pool.submit(format_rows, piece, options), piece))
+            pending.append((pool.submit(csv_lines, piece, options), piece))
             if len(pending) > threads:
                 future, done = pending.popleft()
                 yield future.result(), done
@@ -198,10 +192,10 @@ def _encoder(encoding: str) -> _Encode:
 
 
 def _encode_rows(
-    text: pa.StringArray, piece: pa.RecordBatch, schema: pa.Schema, options: CsvOptions, encode: _Encode
+    lines: bytes | memoryview, piece: pa.RecordBatch, schema: pa.Schema, options: CsvOptions, encode: _Encode
 ) -> bytes:
     try:
-        return encode(bytes(rows_as_bytes(text)).decode("utf-8"), False)
+        return encode(bytes(lines).decode("utf-8"), False)
     except UnicodeEncodeError:
         pass
     # Find the culprit column for an actionable message (only on the failure path).
