@@ -12,7 +12,10 @@ Phases (each timed on its own, median of ``--runs``):
   (``OSIRIS_MYSQL_PATH=generic``);
 * ``extract_to_staging``             the product's read step: fetch + staging write;
 * ``staging read``                   iterating the staged IPC file;
-* ``formatting``                     ``format_rows`` of every staged batch on one thread (quoting);
+* ``formatting (C)``                 ``csv_lines`` of every staged batch on one thread: the
+  product's quoting and joining (``formats._csv_rows``);
+* ``formatting (pyarrow kernels)``    ``format_rows``, the same rules in pyarrow.compute kernels
+  (the reference and fallback), for comparison;
 * ``write_csv``                      the product's write step: staging read + formatting on the
   thread pool + file write.
 """
@@ -47,7 +50,7 @@ def main() -> None:
     import logging
     import os
 
-    from osiris_dagster.formats.csv_values import CsvOptions, format_rows
+    from osiris_dagster.formats.csv_values import CsvOptions, csv_lines, format_rows
     from osiris_dagster.sources.mysql_reader import FORCE_PATH_ENV, mysql_batches
     from osiris_dagster.sources.source_url import source_url
     from osiris_dagster.sources.sql_extract import extract_to_staging
@@ -72,16 +75,17 @@ def main() -> None:
         staged = extract_to_staging(URL, query, staged_path)
         options = CsvOptions()
 
-        def formatting() -> None:
+        def formatting(format_batch) -> None:  # type: ignore[no-untyped-def]
             for batch in iter_staged_batches(staged.path):
-                format_rows(batch, options)
+                format_batch(batch, options)
 
         phases = {
             "fetch (C row reader)": lambda: fetch("fast"),
             "fetch (pymysql, generic path)": lambda: fetch("generic"),
             "extract_to_staging": lambda: extract_to_staging(URL, query, staged_path),
             "staging read": lambda: sum(b.num_rows for b in iter_staged_batches(staged.path)),
-            "formatting (1 thread)": formatting,
+            "formatting (C, 1 thread)": lambda: formatting(csv_lines),
+            "formatting (pyarrow kernels, 1 thread)": lambda: formatting(format_rows),
             "write_csv": lambda: write_csv(iter_staged_batches(staged.path), staged.schema, csv_path, options),
         }
         print(f"| phase ({args.rows:,} rows, median of {args.runs}) | wall s | CPU s |")
