@@ -71,6 +71,8 @@ FROM seq_1_to_{rows}
 
 # The product's side, run as its own interpreter so imports and start-up are in the figure.
 _PRODUCT = """
+import time
+START = time.perf_counter()
 import functools, sys
 from pathlib import Path
 from osiris_dagster.targets.csv_prepared import CsvPlan, CsvPreparation, adopt_prepared
@@ -78,18 +80,26 @@ from osiris_dagster.targets.csv_writer import CsvOptions, write_csv
 from osiris_dagster.sources.sql_extract import extract_to_staging
 from osiris_dagster.staging import iter_staged_batches
 
+marks = {"imports": time.perf_counter() - START}
+def progress(rows):
+    marks.setdefault("first batch staged", time.perf_counter() - START)
 table, out, overlapped = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "overlapped"
 # A string, as a script using the library passes it: the MySQL path then never imports SQLAlchemy
 # (sources/source_url.py). A Dagster run has it loaded anyway, for Dagster's own storage.
 url = "mysql+pymysql://root@127.0.0.1:3306/osiris_bench"
 plan = CsvPlan(out, CsvOptions(), "bench")
 consumers = [functools.partial(CsvPreparation, plan)] if overlapped else []
-staged = extract_to_staging(url, f"SELECT * FROM {table}", out.with_suffix(".arrow"), consumers=consumers)
+staged = extract_to_staging(
+    url, f"SELECT * FROM {table}", out.with_suffix(".arrow"), consumers=consumers, progress=progress
+)
+marks["extracted"] = time.perf_counter() - START
 written = adopt_prepared(plan, staged) if overlapped else None
 if written is None:
     written = write_csv(iter_staged_batches(staged.path), staged.schema, out, CsvOptions())
 assert written.rows == staged.rows
+marks["CSV in place"] = time.perf_counter() - START
 print(staged.rows, written.rows, written.bytes)
+print("timeline", *(f"{name}={at:.4f}" for name, at in marks.items()), sep="\t", file=sys.stderr)
 """
 _METHODS = {
     "mysql": "mysql --batch --quick > tsv",
@@ -146,9 +156,13 @@ def server_cpu() -> float:
 
 
 Measured = tuple[float, float, float, float]  # wall s, peak RSS MB, client CPU s, server CPU s
+# Product runs only: seconds from the child script's first line to each phase's end.
+_timelines: dict[tuple[int, str], list[dict[str, float]]] = {}
 
 
-def run_measured(command: list[str], stdout_path: Path | None) -> Measured:
+def run_measured(
+    command: list[str], stdout_path: Path | None, timeline: list[dict[str, float]] | None = None
+) -> Measured:
     """Wall seconds, peak RSS (MB), CPU seconds of one fresh child process and of the server."""
     stdout = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL  # noqa: SIM115
     try:
@@ -164,6 +178,9 @@ def run_measured(command: list[str], stdout_path: Path | None) -> Measured:
     stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{command[0]} failed: {stderr[-2000:]}")
+    for line in stderr.splitlines():
+        if timeline is not None and line.startswith("timeline\t"):
+            timeline.append({k: float(v) for k, v in (cell.split("=") for cell in line.split("\t")[1:])})
     # Linux: ru_maxrss in kilobytes
     return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime, server
 
@@ -187,7 +204,7 @@ def bench(rows: int, runs: int, workdir: Path) -> dict[str, Measured]:
         results["mysql"].append(run_measured(mysql_cmd, tsv))
         for name, mode in (("product", "overlapped"), ("apart", "apart")):
             _delete(csv, staged)
-            results[name].append(run_measured([*product_cmd, mode], None))
+            results[name].append(run_measured([*product_cmd, mode], None, _timelines.setdefault((rows, name), [])))
     return {
         name: (
             statistics.median(m[0] for m in values),
@@ -235,6 +252,11 @@ def main() -> None:
             cells = f"{rows:>10,} | {label:<32} | {wall:>7.2f} | {rows / wall:>9,.0f} | {wall / base:>7.2f}"
             print(f"| {cells} | {rss:>11.0f} | {client:>12.2f} | {server:>12.2f} |")
         print(f"|            | (CSV {csv_size:.0f} MB)")
+    print()
+    print("timeline of the product's runs (median s from the child script's first line; + interpreter start and exit)")
+    for (rows, name), marks in _timelines.items():
+        phases = {key: statistics.median(m[key] for m in marks) for key in marks[0]} if marks else {}
+        print(f"  {rows:>10,} {_METHODS[name]:<28}", "  ".join(f"{key} {at:.3f}" for key, at in phases.items()))
 
 
 if __name__ == "__main__":

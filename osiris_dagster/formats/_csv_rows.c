@@ -42,14 +42,14 @@ typedef struct {
     unsigned char special[256]; /* the delimiter, '"', CR, LF */
 } Dialect;
 
-static int is_valid(const Column *c, Py_ssize_t row) {
+static inline int is_valid(const Column *c, Py_ssize_t row) {
     if (!c->has_validity)
         return 1;
     Py_ssize_t bit = c->offset + row;
     return (((const unsigned char *)c->validity.buf)[bit >> 3] >> (bit & 7)) & 1;
 }
 
-static const unsigned char *field(const Column *c, Py_ssize_t row, size_t *length) {
+static inline const unsigned char *field(const Column *c, Py_ssize_t row, size_t *length) {
     const int32_t *offsets = (const int32_t *)c->offsets.buf + c->offset;
     int32_t start = offsets[row], end = offsets[row + 1];
     if (start < 0 || end < start || end > c->values.len)
@@ -58,7 +58,7 @@ static const unsigned char *field(const Column *c, Py_ssize_t row, size_t *lengt
     return (const unsigned char *)c->values.buf + start;
 }
 
-static int needs_quotes(const unsigned char *p, size_t n, const Dialect *d) {
+static inline int needs_quotes(const unsigned char *p, size_t n, const Dialect *d) {
     size_t i = 0;
 #ifdef __SSE2__
     const __m128i delimiter = _mm_set1_epi8((char)d->delimiter), quote = _mm_set1_epi8('"');

@@ -76,9 +76,7 @@ typedef struct {
     size_t len, cap;
 } Region;
 
-static int region_reserve(Region *r, size_t extra) {
-    if (extra <= r->cap - r->len)
-        return 0;
+static int region_grow(Region *r, size_t extra) {
     size_t cap = r->cap ? r->cap : 4096;
     while (cap - r->len < extra) {
         if (cap > SIZE_MAX / 2)
@@ -91,6 +89,11 @@ static int region_reserve(Region *r, size_t extra) {
     r->data = grown;
     r->cap = cap;
     return 0;
+}
+
+/* Room for `extra` more bytes; the check is inline, the rare growth is not (a call per cell). */
+static inline int region_reserve(Region *r, size_t extra) {
+    return extra <= r->cap - r->len ? 0 : region_grow(r, extra);
 }
 
 /* The region's bytes as a Block; the region starts empty again. */
@@ -136,7 +139,7 @@ static Failure column_start(Column *c, Py_ssize_t rows) {
 static const char HEX_DIGITS[] = "0123456789abcdef";
 
 /* Append one cell (value == NULL: SQL NULL) at row `row` of the batch. */
-static Failure column_append(Column *c, Py_ssize_t row, const unsigned char *value, size_t n) {
+static inline Failure column_append(Column *c, Py_ssize_t row, const unsigned char *value, size_t n) {
     Region *v = &c->values;
     if (value != NULL) {
         c->validity.data[row >> 3] |= (char)(1u << (row & 7));
@@ -178,8 +181,7 @@ static Failure column_append(Column *c, Py_ssize_t row, const unsigned char *val
     }
     if (v->len > INT32_MAX)
         return E_TOO_LARGE; /* more text in one batch's column than an Arrow utf8 array holds */
-    if (region_reserve(&c->offsets, sizeof(int32_t)))
-        return E_MEMORY;
+    /* column_start reserved batch_rows + 1 offsets, and a batch never holds more rows */
     int32_t end = (int32_t)v->len;
     memcpy(c->offsets.data + c->offsets.len, &end, sizeof end);
     c->offsets.len += sizeof end;
@@ -531,10 +533,14 @@ static PyObject *RowReader_next_batch(RowReader *self, PyObject *Py_UNUSED(ignor
     }
     if (self->finished)
         Py_RETURN_NONE;
+    self->rows = 0;
+    self->bytes = 0;
     for (Py_ssize_t i = 0; i < self->ncolumns; i++) {
         Failure failure = column_start(&self->columns[i], self->batch_rows);
-        if (failure != OK)
+        if (failure != OK) {
+            self->finished = 1;
             return raise_failure(self, failure);
+        }
     }
     for (;;) {
         Failure failure = OK;
@@ -545,8 +551,10 @@ static PyObject *RowReader_next_batch(RowReader *self, PyObject *Py_UNUSED(ignor
         Py_END_ALLOW_THREADS
         switch (parsed) {
         case NEED_INPUT:
-            if (read_more(self) < 0)
+            if (read_more(self) < 0) {
+                self->finished = 1; /* the stream is broken: no batch can follow */
                 return NULL;
+            }
             continue;
         case SERVER_ERROR:
             self->finished = 1;
