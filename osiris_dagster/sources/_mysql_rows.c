@@ -410,6 +410,8 @@ static Parsed parse_packets(RowReader *self, Failure *failure, size_t *error_at,
         const unsigned char *payload = self->input + at + 4;
         size_t consumed = 4 + length;
         unsigned int packets = 1;
+        if (available - 4 < length) /* the first packet, whole, before looking past it */
+            return NEED_INPUT;
         if (length == MAX_PAYLOAD) { /* a row of 16 MiB or more: its packets' payloads joined */
             size_t total = length, next = at + consumed;
             for (;;) {
@@ -449,8 +451,6 @@ static Parsed parse_packets(RowReader *self, Failure *failure, size_t *error_at,
             payload = self->joined;
             length = total;
             consumed = next - at;
-        } else if (available - 4 < length) {
-            return NEED_INPUT;
         }
         if (self->input[at + 3] != (self->sequence & 0xFF)) {
             self->failed_column = -2;

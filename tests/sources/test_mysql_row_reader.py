@@ -2,8 +2,9 @@
 
 The conformance suite shows the reader gives the server's text for every kind of value; these
 tests show it stays correct, or fails cleanly, when the result is not a tidy few rows: a
-connection killed mid-result, a reading process killed mid-read, bytes that are not a valid
-result at all, two reads at once, a connection in another charset.
+connection killed mid-result, a reading process killed mid-read, rows longer than one protocol
+packet, bytes that are not a valid result at all, two reads at once, a connection in another
+charset.
 
 Expected values never come from the product: they are the server's own text (pymysql with its
 decoders removed, or ``LOWER(HEX(col))`` computed by the server), or packets built here by hand
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -29,6 +30,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from osiris_dagster.sources import _mysql_rows
+from osiris_dagster.sources.mysql_reader import FORCE_PATH_ENV
 from osiris_dagster.sources.sql_extract import SourceError, extract_to_staging
 from osiris_dagster.staging import iter_staged_batches
 from tests.conftest import REPO, connect_mariadb
@@ -217,6 +219,30 @@ def test_hex_and_bit_columns_are_backslash_x_hex_and_unsigned_digits() -> None:
         read_all(result_stream([[b"", b"\x01" * 9]]), 2, kinds=bytes([_mysql_rows.HEX, _mysql_rows.BIT]))
 
 
+def test_rows_longer_than_one_packet_are_joined() -> None:
+    """A row payload of 16 MiB - 1 bytes or more continues in the next packets (one more, empty,
+    after an exact multiple); the sequence numbers run on through them."""
+    exact = b"e" * (MAX_PAYLOAD - 2 - 4)  # "1" + 0xFD length + this = exactly 16 MiB - 1
+    assert len(lenenc(b"1") + lenenc(exact)) == MAX_PAYLOAD
+    huge = bytes(range(256)) * 66_406 + b"\x7f" * 64  # 17,000,000 bytes: a 0xFE 8-byte length
+    rows: list[list[Cell]] = [[b"0", b"before"], [b"1", exact], [b"2", huge], [b"3", b"after"]]
+    data = result_stream(rows, sequence=254)
+    got = columns_of(read_all(data, 2, sequence=254, kinds=bytes([0, 1]), batch_bytes=8 << 20), 2)
+    assert got[0] == pa.array(["0", "1", "2", "3"])
+    assert got[1] == pa.array(["\\x" + row[1].hex() for row in rows])
+    # Read in pieces that cut the continuation headers, too.
+    pieces = columns_of(read_all(data, 2, sequence=254, kinds=bytes([0, 1]), head=10, step=999_983), 2)
+    assert pieces == got
+    # A continuation packet out of sequence is refused.
+    row_2 = (4 + 9) + (4 + MAX_PAYLOAD) + 4  # row 0's packet, row 1's full packet and empty one
+    bad = bytearray(data)
+    second = row_2 + 4 + MAX_PAYLOAD  # row 2's second packet header
+    assert bad[second + 3] == (254 + 4) & 0xFF
+    bad[second + 3] ^= 1
+    with pytest.raises(_mysql_rows.ProtocolError, match="sequence"):
+        read_all(bytes(bad), 2, sequence=254, kinds=bytes([0, 1]))
+
+
 def test_a_stream_cut_anywhere_is_a_connection_error_never_a_hang() -> None:
     """The connection closes (reads return 0) at every possible byte: the reader says the
     connection ended, whatever it had parsed, and never waits for bytes that cannot come."""
@@ -285,6 +311,10 @@ def mutation_outcomes(seed: int, count: int) -> dict[str, int]:
         [b"", bytes(range(40)), b"\x00"],
     ]
     valid = result_stream(rows)
+    headers = [0]
+    while headers[-1] < len(valid):
+        headers.append(headers[-1] + 4 + int.from_bytes(valid[headers[-1] : headers[-1] + 3], "little"))
+    headers.pop()
     outcomes: dict[str, int] = {}
     for _ in range(count):
         data = bytearray(valid)
@@ -295,6 +325,9 @@ def mutation_outcomes(seed: int, count: int) -> dict[str, int]:
                 data[at] = rng.randrange(256)
             elif choice < 0.65:
                 data[at] = rng.choice([0x00, 0xFB, 0xFC, 0xFD, 0xFE, 0xFF])
+            elif choice < 0.72:  # a packet length saying "continued in the next packet"
+                at = rng.choice(headers)
+                data[at : at + 3] = b"\xff\xff\xff"
             elif choice < 0.8:
                 data.insert(at, rng.randrange(256))
             elif choice < 0.9:
@@ -472,6 +505,59 @@ def test_a_reader_killed_mid_read_releases_the_servers_query(mariadb_url: URL, t
         time.sleep(0.1)
     assert not target.exists()
     assert [name for name in scratch_and_staged(folder) if not name.startswith(".t.arrow.osiris-")] == []
+
+
+@pytest.fixture
+def big_packets() -> Iterator[None]:
+    """The server's max_allowed_packet at 64 MiB for new connections, restored afterwards."""
+    connection = connect_mariadb()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT @@GLOBAL.max_allowed_packet")
+        ((old,),) = cursor.fetchall()
+        cursor.execute(f"SET GLOBAL max_allowed_packet = {64 * 1024 * 1024}")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET GLOBAL max_allowed_packet = {int(old)}")
+        connection.close()
+
+
+@pytest.mark.usefixtures("big_packets")
+def test_rows_longer_than_one_packet_are_the_servers_text_on_both_paths(
+    mariadb_url: URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 17,000,000-byte LONGBLOB, a 20,000,000-character LONGTEXT (50 MB of UTF-8) and a row of
+    exactly 16 MiB - 1 bytes (followed by an empty packet) among small rows: each big row arrives
+    as several protocol packets, which must be joined."""
+    every_byte = bytes(range(256)).hex()
+    connection = connect_mariadb(mariadb_url.database)
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE big (id INT PRIMARY KEY, b LONGBLOB, t LONGTEXT) CHARACTER SET utf8mb4")
+        cursor.execute("INSERT INTO big VALUES (1, 0x00ff, 'small'), (4, '', ''), (6, NULL, 'caf\u00e9')")
+        cursor.execute(
+            f"INSERT INTO big VALUES (2, CONCAT(UNHEX(REPEAT('{every_byte}', 66406)), "
+            f"UNHEX(LEFT('{every_byte}', 128))), NULL)"
+        )
+        cursor.execute("INSERT INTO big VALUES (3, NULL, REPEAT('a\u00e9\u20ac\U0001f600', 5000000))")
+        # "5" (2 bytes) + NULL (1) + 0xFD 3-byte length (4) + 16,777,208 bytes: exactly 16 MiB - 1.
+        cursor.execute("INSERT INTO big VALUES (5, NULL, REPEAT('z', 16777208))")
+        cursor.execute("INSERT INTO big SELECT seq + 10, UNHEX('5C78'), CONCAT('tail ', seq) FROM seq_1_to_100")
+        cursor.execute("SELECT LENGTH(b), CHAR_LENGTH(t), LENGTH(t) FROM big WHERE id IN (2, 3) ORDER BY id")
+        assert cursor.fetchall() == ((17_000_000, None, None), (None, 20_000_000, 50_000_000))
+    connection.close()
+    expected = server_text(
+        mariadb_url.database, r"SELECT id, CONCAT('\\x', LOWER(HEX(b))) AS b, t FROM big ORDER BY id"
+    )
+    assert expected[1][1][1][:6] == "\\x0001" and len(expected[1][1][1]) == 2 + 34_000_000
+
+    query = "SELECT id, b, t FROM big ORDER BY id"
+    for path in ("fast", "generic"):
+        if path == "generic":
+            monkeypatch.setenv(FORCE_PATH_ENV, "generic")
+        staged = extract_to_staging(mariadb_url, query, tmp_path / f"{path}.arrow")
+        assert staged.rows == 106, path
+        assert_same_cells(staged_rows(staged.path), expected[1])
 
 
 def test_two_reads_at_once_each_get_the_whole_table(mariadb_url: URL, tmp_path: Path) -> None:
