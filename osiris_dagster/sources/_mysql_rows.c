@@ -305,10 +305,18 @@ static int read_more(RowReader *self) {
     if (view == NULL)
         return -1;
     PyObject *result = PyObject_CallOneArg(self->readinto, view);
+    /* The view is released either way (the buffer may move later), but a call made with the
+     * read's exception still set would replace it with a SystemError: a reset connection, a
+     * timeout or Ctrl-C must reach the caller as themselves. */
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
     PyObject *released = PyObject_CallMethod(view, "release", NULL);
     Py_DECREF(view);
     if (result == NULL) {
+        if (released == NULL)
+            PyErr_Clear();
         Py_XDECREF(released);
+        PyErr_Restore(type, value, traceback);
         return -1;
     }
     Py_XDECREF(released);

@@ -287,6 +287,35 @@ def test_an_err_packet_is_a_server_error_carrying_its_payload_after_the_rows_bef
     assert reader.finished
 
 
+class Failing(Feed):
+    """A connection whose read raises ``error`` once the first ``data`` bytes were read."""
+
+    def __init__(self, data: bytes, error: BaseException) -> None:
+        super().__init__(data, step=16)
+        self.error = error
+
+    def readinto(self, buffer: memoryview) -> int:
+        if self.at == len(self.data):
+            raise self.error
+        return super().readinto(buffer)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [ConnectionResetError(104, "Connection reset by peer"), TimeoutError("timed out"), KeyboardInterrupt()],
+    ids=["reset", "timeout", "ctrl-c"],
+)
+def test_an_error_of_the_connections_read_reaches_the_caller_as_itself(error: BaseException) -> None:
+    """A reset connection or a timeout is an ``OSError`` the MySQL reader reports as a lost
+    connection, and Ctrl-C (or a run's termination) a ``KeyboardInterrupt`` that must stop the
+    run as such: none may turn into some other error on the way out of the reader."""
+    data = result_stream(TEXT_ROWS[:2])[:40]
+    reader = _mysql_rows.RowReader(Failing(data, error).readinto, b"", bytes(3), 3, 1000, 1 << 30)
+    with pytest.raises(type(error)) as raised:
+        reader.next_batch()
+    assert raised.value is error
+
+
 _MUTATION_SCRIPT = """
 import json, sys
 sys.path.insert(0, {repo!r})
