@@ -68,10 +68,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
     dist = tmp / "dist"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    # Built from a copy of the sources, so the build leaves no build/ or egg-info in the checkout.
+    # Built from a copy of the sources, so the build leaves no build/ or egg-info in the checkout;
+    # without the checkout's in-place builds (*.so), so the wheel's C extensions are its own.
     source = tmp / "source"
-    shutil.copytree(REPO / "osiris_dagster", source / "osiris_dagster", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
+    shutil.copytree(
+        REPO / "osiris_dagster", source / "osiris_dagster", ignore=shutil.ignore_patterns("__pycache__", "*.so")
+    )
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(REPO / name, source / name)
     run([*pip, "wheel", "-q", "--no-deps", "-w", str(dist), str(source)], cwd=tmp, env=env)
     (wheel,) = dist.glob("osiris_dagster-*.whl")
