@@ -204,7 +204,8 @@ typedef struct {
     unsigned char *joined; /* a row longer than one packet, its payloads joined */
     size_t joined_cap;
     unsigned int sequence; /* the next packet's sequence number, as pymysql expects it */
-    int finished;
+    int finished;          /* the end-of-rows packet was read */
+    int failed;            /* a call raised: the rows after it are lost, so no call may return more */
     Py_ssize_t rows;   /* rows in the batch being built */
     size_t bytes;      /* payload bytes in it */
     Py_ssize_t failed_column;
@@ -539,6 +540,10 @@ static PyObject *RowReader_next_batch(RowReader *self, PyObject *Py_UNUSED(ignor
         PyErr_SetString(PyExc_RuntimeError, "RowReader is not initialized");
         return NULL;
     }
+    if (self->failed) {
+        PyErr_SetString(ProtocolError, "an earlier read of this result failed: its remaining rows are lost");
+        return NULL;
+    }
     if (self->finished)
         Py_RETURN_NONE;
     self->rows = 0;
@@ -546,7 +551,7 @@ static PyObject *RowReader_next_batch(RowReader *self, PyObject *Py_UNUSED(ignor
     for (Py_ssize_t i = 0; i < self->ncolumns; i++) {
         Failure failure = column_start(&self->columns[i], self->batch_rows);
         if (failure != OK) {
-            self->finished = 1;
+            self->failed = 1;
             return raise_failure(self, failure);
         }
     }
@@ -560,17 +565,21 @@ static PyObject *RowReader_next_batch(RowReader *self, PyObject *Py_UNUSED(ignor
         switch (parsed) {
         case NEED_INPUT:
             if (read_more(self) < 0) {
-                self->finished = 1; /* the stream is broken: no batch can follow */
+                self->failed = 1; /* the stream is broken: no batch can follow */
                 return NULL;
             }
             continue;
-        case SERVER_ERROR:
-            self->finished = 1;
-            PyErr_SetObject(ServerError, PyBytes_FromStringAndSize((char *)self->input + error_at,
-                                                                   (Py_ssize_t)error_length));
+        case SERVER_ERROR: {
+            self->failed = 1;
+            PyObject *payload = PyBytes_FromStringAndSize((char *)self->input + error_at, (Py_ssize_t)error_length);
+            if (payload != NULL) {
+                PyErr_SetObject(ServerError, payload);
+                Py_DECREF(payload);
+            }
             return NULL;
+        }
         case FAILED:
-            self->finished = 1;
+            self->failed = 1;
             return raise_failure(self, failure);
         case END_OF_ROWS:
             if (self->rows == 0)
@@ -599,7 +608,7 @@ static PyMethodDef RowReader_methods[] = {
 };
 
 static PyGetSetDef RowReader_getset[] = {
-    {"finished", (getter)RowReader_finished, NULL, "The result set's end (EOF or ERR) was read.", NULL},
+    {"finished", (getter)RowReader_finished, NULL, "The result set's end-of-rows packet was read.", NULL},
     {"sequence", (getter)RowReader_sequence, NULL, "The next packet's sequence number.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

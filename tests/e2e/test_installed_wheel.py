@@ -113,18 +113,26 @@ def test_wheel_carries_the_schemas_and_the_starter_project(installed: tuple[Path
 
 
 @pytest.mark.e2e
-def test_wheel_carries_the_built_mysql_row_reader(installed: tuple[Path, Path], tmp_path: Path) -> None:
-    """The MySQL fast path is a C extension built into the wheel: without it every MySQL read
-    would fall back to pymysql (~10x the CPU) with only a warning to show for it."""
+def test_wheel_carries_the_built_c_modules(installed: tuple[Path, Path], tmp_path: Path) -> None:
+    """The MySQL row reader and the CSV formatter are C extensions built into the wheel: without
+    them every MySQL read would fall back to pymysql (~10x the CPU, one warning to show for it) and
+    every CSV write to the pyarrow kernels (~5x, silently)."""
     venv, wheel = installed
     names = zipfile.ZipFile(wheel).namelist()
-    assert fnmatch.filter(names, "osiris_dagster/sources/_mysql_rows*.so"), names
+    modules = ("osiris_dagster.sources._mysql_rows", "osiris_dagster.formats._csv_rows")
+    for module in modules:
+        assert fnmatch.filter(names, module.replace(".", "/") + "*.so"), names
     imported = run(
-        [str(venv / "bin" / "python"), "-c", "import osiris_dagster.sources._mysql_rows as m; print(m.__file__)"],
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import importlib, sys\nfor m in sys.argv[1:]: print(importlib.import_module(m).__file__)",
+            *modules,
+        ],
         cwd=tmp_path,
         env=user_env(tmp_path, venv),
     )
-    assert imported.stdout.startswith(str(venv)), imported.stdout
+    assert [line.startswith(str(venv)) for line in imported.stdout.splitlines()] == [True, True], imported.stdout
 
 
 @pytest.mark.e2e

@@ -284,7 +284,9 @@ def test_an_err_packet_is_a_server_error_carrying_its_payload_after_the_rows_bef
     with pytest.raises(_mysql_rows.ServerError) as raised:
         reader.next_batch()
     assert raised.value.args == (INTERRUPTED,)
-    assert reader.finished
+    assert not reader.finished  # the rows did not end: the query failed
+    with pytest.raises(_mysql_rows.ProtocolError, match="remaining rows are lost"):
+        reader.next_batch()  # never None, which would read as "all rows read"
 
 
 class Failing(Feed):
@@ -314,6 +316,9 @@ def test_an_error_of_the_connections_read_reaches_the_caller_as_itself(error: Ba
     with pytest.raises(type(error)) as raised:
         reader.next_batch()
     assert raised.value is error
+    # A caller that retries after a timeout must not take the lost rows' place for the end.
+    with pytest.raises(_mysql_rows.ProtocolError, match="remaining rows are lost"):
+        reader.next_batch()
 
 
 _MUTATION_SCRIPT = """
