@@ -47,6 +47,12 @@ from osiris_dagster.targets.csv_writer import CsvOptions, CsvWriteResult, replac
 
 __all__ = ["CsvPlan", "CsvPreparation", "adopt_prepared"]
 
+# The preparing thread's niceness (Linux: per thread). On 2 cores the server producing the rows,
+# the fetch and this thread compete; the extraction is the run's critical path and this thread can
+# trail it by a batch or two. Measured (1M benchmark rows, one run, idle, 6 alternated pairs,
+# 2026-12-06 23:44): extraction done at 1.20 s median with niceness 10 against 1.25 s at 0, and
+# the CSV in place at the same moment (its last batch formats in ~3 ms).
+_PREPARING_NICENESS = 10  # added to the thread's niceness, at most 19
 # One formatting thread: the extraction has the other core. Two finished sooner on a loaded
 # machine but held ~30 MB more (peak RSS 192-201 MB against 166 MB at 1M benchmark rows).
 _FORMAT_THREADS = 1
@@ -103,6 +109,7 @@ class CsvPreparation:
             yield self._reader.read(item)
 
     def _write(self) -> None:
+        _yield_to_the_extraction()
         try:
             self._result = write_csv(
                 self._batches(), self.schema, self.plan.prepared, self.plan.options, run_id=self.plan.run_id,
@@ -140,6 +147,14 @@ class CsvPreparation:
         for path in (self.plan.prepared, self.plan.receipt):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+
+def _yield_to_the_extraction() -> None:
+    """Lower this thread's priority (not the process's) where the platform can; else nothing."""
+    with contextlib.suppress(AttributeError, OSError):  # no setpriority, or not allowed: as it is
+        thread = threading.get_native_id()
+        niceness = os.getpriority(os.PRIO_PROCESS, thread)  # relative: a niced run stays niced more
+        os.setpriority(os.PRIO_PROCESS, thread, min(niceness + _PREPARING_NICENESS, 19))
 
 
 def adopt_prepared(plan: CsvPlan, table: ExtractedTable) -> CsvWriteResult | None:

@@ -73,3 +73,31 @@ def test_a_preparation_that_cannot_encode_is_dropped_and_the_extraction_still_su
     staged = extract(source, tmp_path, plan)
     assert staged.rows == 5001
     assert adopt_prepared(plan, staged) is None and leftovers(tmp_path) == []
+
+
+def test_the_preparing_thread_yields_to_the_extraction_and_the_process_keeps_its_priority(tmp_path: Path) -> None:
+    """Only the background thread is lowered (Linux niceness is per thread): the run's own
+    process, and every thread it starts later, keep the priority they had."""
+    import os
+    import threading
+    import time
+
+    import pyarrow as pa
+
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    plan = CsvPlan(tmp_path / "out.csv", CsvOptions(), "run-nice")
+    preparation = CsvPreparation(plan, pa.schema([pa.field("a", pa.string())]))
+    try:
+        thread_id = preparation._thread.native_id
+        assert thread_id is not None and thread_id != threading.get_native_id()
+        deadline = time.monotonic() + 5  # the thread lowers itself when it starts
+        while os.getpriority(os.PRIO_PROCESS, thread_id) == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert os.getpriority(os.PRIO_PROCESS, thread_id) == min(before + 10, 19)
+    finally:
+        preparation.abandon()
+    seen: list[int] = []
+    later = threading.Thread(target=lambda: seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+    later.start()
+    later.join()
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before and seen == [before]
