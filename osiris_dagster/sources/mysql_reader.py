@@ -10,8 +10,8 @@ path parses or formats a value.
    documented conversions (binary strings as ``\\x`` + hex, BIT as unsigned digits).
 2. **Fast path**: the row packets that follow are read from pymysql's buffered socket reader by
    ``sources._mysql_rows`` (C), which splits them into Arrow ``utf8`` buffers with the GIL
-   released: ~0.3 CPU-s per 1M rows of the benchmark table, where the whole ``mysql`` client
-   spends ~1.3 (README "Performance"). Batches hold at most ``_FAST_BATCH_ROWS`` rows and about
+   released: 0.2-0.3 CPU-s per 1M rows of the benchmark table, where the whole ``mysql`` client
+   spends ~1.2 (README "Performance"). Batches hold at most ``_FAST_BATCH_ROWS`` rows and about
    ``_FAST_BATCH_BYTES`` of row data, so memory stays flat however wide the rows.
 3. **Generic path**: pymysql reads the same rows itself, one Python object per cell, with every
    *decoder* removed so each value is the raw protocol text (~10x the CPU). Taken when the C
