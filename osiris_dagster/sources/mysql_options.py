@@ -55,13 +55,6 @@ class MySQLOptions:
             values[name] = _flag(name, value) if name in TLS_FLAGS else value
         return cls(**values)
 
-    @property
-    def tls_required(self) -> bool:
-        """pymysql's rule: any file or verify flag asks for TLS (unless ``ssl_disabled``)."""
-        if self.ssl_disabled:
-            return False
-        return bool(self.ssl_ca or self.ssl_cert or self.ssl_key or self.ssl_verify_cert or self.ssl_verify_identity)
-
     def pymysql_args(self) -> dict[str, Any]:
         args: dict[str, Any] = {"charset": self.charset}
         if self.unix_socket:
